@@ -1,0 +1,1 @@
+"""Benchmarks: one module per subcommand of tools/benchmark.py."""

@@ -1,0 +1,72 @@
+"""Checkpoint files of the classification path.
+
+``last_checkpoint.pth`` (resume) holds ``{"model": student state_dict, "distill": learnable
+loss parts, "optimizer", "scaler", "epoch", "best_top1", "arch", "num_classes", "cfg"}``;
+``model_final.pth`` / ``model_best.pth`` hold ``{"model", "arch", "num_classes"}`` only.
+Every write goes to a temporary file in the same folder, then ``os.replace`` (atomic).
+"""
+import os
+import tempfile
+from typing import Any, Dict
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+__all__ = ["atomic_save", "extract_state_dict", "load_weights", "LAST", "FINAL", "BEST"]
+
+LAST, FINAL, BEST = "last_checkpoint.pth", "model_final.pth", "model_best.pth"
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """``torch.save`` to ``path`` atomically: a reader sees the old file or the whole new one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pth", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def extract_state_dict(obj: Any, path: str = "<checkpoint>") -> Dict[str, torch.Tensor]:
+    """The model state dict inside a checkpoint of kd_det, CRD/RepDistiller, mdistiller
+    (``{"model": ...}``), ``{"state_dict": ...}`` or a bare torchvision state dict; a leading
+    ``module.`` (DDP) is stripped."""
+    sd = obj
+    for key in ("model", "state_dict", "student"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise UserError(f"Checkpoint {path} holds no model state dict (expected a 'model' entry "
+                        "or a mapping of parameter names to tensors).")
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+
+
+def load_weights(model: nn.Module, path: str, what: str = "MODEL.WEIGHTS") -> None:
+    """Load a local checkpoint into ``model`` strictly.
+
+    Raises:
+        UserError: naming ``path`` when it is missing or its keys/shapes do not fit.
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"{what} file {path} does not exist (weights are never downloaded).")
+    sd = extract_state_dict(torch.load(path, map_location="cpu", weights_only=False), path)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    bad = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+    if missing or unexpected or bad:
+        raise UserError(
+            f"{what} file {path} does not fit {type(model).__name__}: {len(missing)} missing "
+            f"keys {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, "
+            f"{len(bad)} with another shape {bad[:3]}.")
+    model.load_state_dict(sd, strict=True)

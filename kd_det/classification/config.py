@@ -1,0 +1,158 @@
+"""Config of the classification path: ``get_cls_cfg()``, one comment above every key.
+
+Dataset / row configs live in ``configs/classification/`` and inherit a base recipe with
+``_BASE_``. Defaults are the CIFAR-100 recipe of CRD.
+"""
+import os
+
+from fvcore.common.config import CfgNode as CN
+
+from ..errors import ConfigError
+
+__all__ = ["get_cls_cfg", "load_cls_config"]
+
+_C = CN()
+# Folder for checkpoints, metrics.json, TensorBoard events and the merged config
+_C.OUTPUT_DIR = "./output/classification"
+# Global seed; every epoch reseeds from (SEED, epoch, rank) so a resumed run repeats exactly
+_C.SEED = 0
+# "auto" (cuda:LOCAL_RANK when a GPU is visible, else cpu), "cpu" or "cuda"
+_C.DEVICE = "auto"
+# Deterministic cuDNN kernels (slower); seeds are always set
+_C.CUDNN_DETERMINISTIC = False
+
+_C.ROW = CN()
+# The row of paper_results_classification.csv this config reproduces: dataset column
+_C.ROW.DATASET = ""
+# ... teacher column (paper's model name)
+_C.ROW.TEACHER = ""
+# ... student column (paper's model name)
+_C.ROW.STUDENT = ""
+# ... method column ("teacher", "student", "KD", "DCD+KD", ...)
+_C.ROW.METHOD = ""
+# ... value column: the published top-1 (%)
+_C.ROW.PAPER_TOP1 = 0.0
+
+_C.DATA = CN()
+# "cifar100" (cifar-100-python pickles) or "imagenet" (train/ and val/ class folders)
+_C.DATA.NAME = "cifar100"
+# Folder holding cifar-100-python/ (CIFAR) or train/ and val/ (ImageNet)
+_C.DATA.ROOT = "datasets"
+# Number of classes (labels must lie in [0, NUM_CLASSES))
+_C.DATA.NUM_CLASSES = 100
+# DataLoader worker processes per training process
+_C.DATA.NUM_WORKERS = 4
+# Keep only the first N training samples (0 = all); for smoke runs
+_C.DATA.TRAIN_LIMIT = 0
+# Keep only the first N validation samples (0 = all); for smoke runs
+_C.DATA.VAL_LIMIT = 0
+
+_C.INPUT = CN()
+# Crop size fed to the network (32 for CIFAR, 224 for ImageNet)
+_C.INPUT.SIZE = 32
+# Random horizontal flip in training
+_C.INPUT.HFLIP = True
+# Per-channel mean used to normalise [0, 1] RGB images
+_C.INPUT.MEAN = [0.5071, 0.4867, 0.4408]
+# Per-channel std used to normalise [0, 1] RGB images
+_C.INPUT.STD = [0.2675, 0.2565, 0.2761]
+
+_C.MODEL = CN()
+# Architecture trained by this run (the student; the teacher itself in a "teacher" row);
+# a key of kd_det.classification.models.MODEL_REGISTRY
+_C.MODEL.ARCH = "resnet8x4"
+# Optional local checkpoint initialising MODEL.ARCH (empty = random initialisation)
+_C.MODEL.WEIGHTS = ""
+
+_C.TEACHER = CN()
+# Teacher architecture; empty = no teacher (plain cross-entropy: "teacher"/"student" rows)
+_C.TEACHER.ARCH = ""
+# Local teacher checkpoint (required with TEACHER.ARCH: no weights can be downloaded)
+_C.TEACHER.WEIGHTS = ""
+
+_C.KD = CN()
+# Weight of the cross-entropy on ground-truth labels
+_C.KD.CE_WEIGHT = 1.0
+# Distillation terms for kd_det.losses.DistillLoss: a list of
+# {name: <registered loss>, weight: float, params: {...}, inputs: {...}}
+_C.KD.LOSSES = []
+# Linear warm-up (epochs) of all distillation terms, as DKD / ReviewKD train (0 = none)
+_C.KD.WARMUP_EPOCHS = 0
+
+_C.SOLVER = CN()
+# Training epochs
+_C.SOLVER.EPOCHS = 240
+# Total batch size over all processes (each process takes BATCH_SIZE / world size)
+_C.SOLVER.BATCH_SIZE = 64
+# Initial learning rate of SGD
+_C.SOLVER.BASE_LR = 0.05
+# SGD momentum
+_C.SOLVER.MOMENTUM = 0.9
+# Weight decay (applied to every trainable parameter, learnable loss parts included)
+_C.SOLVER.WEIGHT_DECAY = 5e-4
+# Nesterov momentum
+_C.SOLVER.NESTEROV = False
+# "step" (x GAMMA at each epoch of STEPS) or "cosine" (to 0 at EPOCHS)
+_C.SOLVER.SCHEDULER = "step"
+# Epochs at which the step schedule multiplies the learning rate by GAMMA
+_C.SOLVER.STEPS = (150, 180, 210)
+# Step schedule factor
+_C.SOLVER.GAMMA = 0.1
+# Mixed precision (float16 + GradScaler on CUDA, bfloat16 on CPU); losses compute in float32
+_C.SOLVER.AMP = False
+# Save last_checkpoint.pth every this many epochs (and always after the last one)
+_C.SOLVER.CHECKPOINT_PERIOD = 1
+
+_C.TEST = CN()
+# Evaluation batch size per process
+_C.TEST.BATCH_SIZE = 256
+# Evaluate every this many epochs (and always after the last one)
+_C.TEST.EVAL_PERIOD = 1
+
+
+def get_cls_cfg() -> CN:
+    """A fresh copy of the default classification config."""
+    return _C.clone()
+
+
+def load_cls_config(config_file: str = "", opts=()) -> CN:
+    """``get_cls_cfg()`` merged with a yaml file and ``KEY VALUE`` overrides.
+
+    Raises:
+        ConfigError: naming the file or key at fault.
+    """
+    cfg = get_cls_cfg()
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise ConfigError(f"Config file {config_file} does not exist.")
+        try:
+            cfg.merge_from_file(config_file)
+        except KeyError as e:
+            raise ConfigError(f"Config file {config_file}: {e.args[0]} (not a key of "
+                              "get_cls_cfg()).") from None
+        except FileNotFoundError as e:
+            raise ConfigError(f"Config file {config_file}: {e.filename} does not exist.") from None
+    if len(opts) % 2:
+        raise ConfigError(f"Overrides must be KEY VALUE pairs; {opts[-1]!r} has no value.")
+    try:
+        cfg.merge_from_list(list(opts))
+    except KeyError as e:
+        raise ConfigError(f"Override {e.args[0]} (not a key of get_cls_cfg()).") from None
+    except (ValueError, AssertionError) as e:
+        raise ConfigError(f"Override rejected: {e}.") from None
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg: CN) -> None:
+    if cfg.TEACHER.ARCH and not cfg.TEACHER.WEIGHTS:
+        raise ConfigError(f"TEACHER.ARCH is {cfg.TEACHER.ARCH!r} but TEACHER.WEIGHTS is empty: "
+                          "give a local teacher checkpoint (train one with the teacher row config).")
+    if cfg.KD.LOSSES and not cfg.TEACHER.ARCH:
+        raise ConfigError("KD.LOSSES is set but TEACHER.ARCH is empty; distillation needs a teacher.")
+    for i, spec in enumerate(cfg.KD.LOSSES):
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise ConfigError(f"KD.LOSSES[{i}] is {spec!r}; each entry must be a mapping with "
+                              "'name' (and optional 'weight', 'params', 'inputs').")
+    if cfg.SOLVER.SCHEDULER not in ("step", "cosine"):
+        raise ConfigError(f"SOLVER.SCHEDULER is {cfg.SOLVER.SCHEDULER!r}; use 'step' or 'cosine'.")

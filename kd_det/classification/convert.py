@@ -1,0 +1,133 @@
+"""Turn a classification checkpoint into Detectron2 backbone weights (``MODEL.WEIGHTS``).
+
+Accepted sources: a kd_det classification checkpoint (``model_final.pth``, ``{"model": ...}``)
+or any torchvision-layout state dict of ResNet-18/34/50/101/152 or MobileNetV2.
+
+* ResNets are renamed to Detectron2's ``ResNet`` names (``stem.conv1``, ``res2.0.conv1``,
+  ``res2.0.conv1.norm`` ..., ``res2.0.shortcut``); BatchNorm weight / bias / running mean /
+  running var are kept as they are, which is exactly what ``FrozenBN`` (eps 1e-5, like
+  torchvision) loads. ``num_batches_tracked`` and the classifier are dropped.
+* MobileNetV2 keeps torchvision's ``features.N...`` layout (the layout of kd_det's
+  MobileNetV2-FPN bottom-up); the classifier is dropped.
+
+Every name gets ``prefix`` (default ``backbone.bottom_up.``, the bottom-up of an FPN backbone
+in GeneralizedRCNN), and the file is a Detectron2 model-zoo style pickle
+``{"model": {name: ndarray}, "__author__": "kd_det", "matching_heuristics": False}``: exact
+names, no suffix guessing, so a name that does not fit shows up as a missing / unexpected key.
+Detectron2 settings the converted ResNet needs (torchvision preprocessing and strides) are
+returned by :func:`detectron2_settings`.
+"""
+import os
+import pickle
+import re
+from typing import Dict, List, Tuple
+
+import torch
+
+from ..errors import UserError
+from .checkpoint import extract_state_dict
+
+__all__ = ["detect_arch", "convert_resnet", "convert_mobilenet_v2", "convert_state_dict",
+           "convert_checkpoint", "detectron2_settings"]
+
+_DEPTHS = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
+_BN = ("weight", "bias", "running_mean", "running_var")
+
+
+def detect_arch(sd: Dict[str, torch.Tensor]) -> Tuple[str, int]:
+    """("resnet", depth) or ("mobilenet_v2", 0) from the keys of a torchvision-layout dict."""
+    if any(k.startswith("features.") for k in sd) and "features.18.0.weight" in sd:
+        return "mobilenet_v2", 0
+    if "conv1.weight" in sd and "layer4.0.conv1.weight" in sd:
+        blocks = tuple(len({k.split(".")[1] for k in sd if k.startswith(f"layer{i}.")})
+                       for i in range(1, 5))
+        bottleneck = "layer1.0.conv3.weight" in sd
+        depth = 50 if bottleneck and blocks == (3, 4, 6, 3) else _DEPTHS.get(blocks)
+        if depth is None or (bottleneck and depth in (18, 34)) or (not bottleneck and depth > 34):
+            raise UserError(f"ResNet with blocks {blocks} (bottleneck={bottleneck}) is not a "
+                            "ResNet-18/34/50/101/152.")
+        return "resnet", depth
+    raise UserError("The checkpoint is neither a torchvision-layout ResNet (conv1, layer1..4) nor "
+                    "a MobileNetV2 (features.0..18); CIFAR models cannot be converted.")
+
+
+def convert_resnet(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """torchvision ResNet names -> Detectron2 ResNet names (no prefix); drops ``fc``."""
+    out: Dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        if k.endswith("num_batches_tracked") or k.startswith("fc."):
+            continue
+        if k == "conv1.weight":
+            out["stem.conv1.weight"] = v
+            continue
+        m = re.fullmatch(r"bn1\.(\w+)", k)
+        if m:
+            out[f"stem.conv1.norm.{m.group(1)}"] = v
+            continue
+        m = re.fullmatch(r"layer(\d)\.(\d+)\.(conv|bn)(\d)\.(\w+)", k)
+        if m:
+            stage, block, kind, idx, leaf = m.groups()
+            name = f"res{int(stage) + 1}.{block}.conv{idx}"
+            out[name + (".weight" if kind == "conv" else f".norm.{leaf}")] = v
+            continue
+        m = re.fullmatch(r"layer(\d)\.(\d+)\.downsample\.([01])\.(\w+)", k)
+        if m:
+            stage, block, part, leaf = m.groups()
+            name = f"res{int(stage) + 1}.{block}.shortcut"
+            out[name + (".weight" if part == "0" else f".norm.{leaf}")] = v
+            continue
+        raise UserError(f"Unexpected ResNet parameter {k!r}; not a torchvision-layout ResNet.")
+    return out
+
+
+def convert_mobilenet_v2(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """torchvision MobileNetV2 -> its ``features.N...`` entries (classifier dropped)."""
+    return {k: v for k, v in sd.items()
+            if k.startswith("features.") and not k.endswith("num_batches_tracked")}
+
+
+def convert_state_dict(sd: Dict[str, torch.Tensor], prefix: str = "backbone.bottom_up.") -> Tuple[Dict[str, torch.Tensor], str, int]:
+    """Detect the architecture and convert; returns (weights with ``prefix``, arch, depth)."""
+    arch, depth = detect_arch(sd)
+    conv = convert_resnet(sd) if arch == "resnet" else convert_mobilenet_v2(sd)
+    return {prefix + k: v for k, v in conv.items()}, arch, depth
+
+
+def detectron2_settings(arch: str, depth: int) -> List[str]:
+    """``KEY VALUE`` Detectron2 overrides a converted torchvision backbone needs."""
+    common = ["INPUT.FORMAT", "RGB", "MODEL.PIXEL_MEAN", "[123.675, 116.28, 103.53]",
+              "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]"]
+    if arch != "resnet":
+        return common
+    out = common + ["MODEL.RESNETS.DEPTH", str(depth), "MODEL.RESNETS.STRIDE_IN_1X1", "False"]
+    if depth in (18, 34):
+        out += ["MODEL.RESNETS.RES2_OUT_CHANNELS", "64"]
+    return out
+
+
+def convert_checkpoint(src: str, dst: str, prefix: str = "backbone.bottom_up.",
+                       matching_heuristics: bool = False) -> Tuple[str, int, int]:
+    """Convert the file ``src`` and write ``dst`` (``.pkl``: numpy pickle; ``.pth``: torch).
+
+    Returns:
+        (arch, depth, number of tensors written).
+    """
+    if not os.path.isfile(src):
+        raise UserError(f"Checkpoint {src} does not exist.")
+    sd = extract_state_dict(torch.load(src, map_location="cpu", weights_only=False), src)
+    weights, arch, depth = convert_state_dict(sd, prefix)
+    blob = {"__author__": "kd_det", "matching_heuristics": bool(matching_heuristics)}
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    tmp = dst + ".tmp"
+    if dst.endswith(".pkl"):
+        blob["model"] = {k: v.detach().cpu().numpy() for k, v in weights.items()}
+        with open(tmp, "wb") as f:
+            pickle.dump(blob, f)
+    elif dst.endswith(".pth"):
+        blob["model"] = {k: v.detach().cpu() for k, v in weights.items()}
+        torch.save(blob, tmp)
+    else:
+        raise UserError(f"Output {dst} must end in .pkl or .pth.")
+    os.replace(tmp, dst)
+    return arch, depth, len(weights)
+

@@ -1,0 +1,299 @@
+"""Training / evaluation loop of the classification path.
+
+One function, :func:`train`, runs a whole config: a teacher from scratch (no teacher,
+no losses), a student baseline, or a distilled student with any ``KD.LOSSES``. It runs
+single-process or under ``torchrun`` (DDP; NCCL on GPU, Gloo on CPU), with optional AMP,
+resume from ``last_checkpoint.pth``, atomic checkpoints, top-1/top-5 evaluation,
+``metrics.json`` (one JSON record per epoch) and TensorBoard events.
+"""
+import json
+import logging
+import math
+import os
+import random
+import time
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from ..errors import ConfigError
+from . import dist
+from .checkpoint import BEST, FINAL, LAST, atomic_save, load_weights
+from .data import build_datasets
+from .distiller import Distiller, build_distill_loss
+from .models import build_model
+
+__all__ = ["train", "evaluate", "evaluate_config", "lr_at_epoch", "resolve_device"]
+
+logger = logging.getLogger("kd_det.classification")
+
+
+def resolve_device(cfg) -> torch.device:
+    """cuda:LOCAL_RANK when DEVICE is "auto"/"cuda" and a GPU is visible, else cpu."""
+    want = cfg.DEVICE
+    if want == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("DEVICE is 'cuda' but no CUDA GPU is visible; use DEVICE cpu.")
+    if want in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def lr_at_epoch(cfg, epoch: int) -> float:
+    """Learning rate of 0-based ``epoch``: CRD's step rule (x GAMMA once ``epoch >= step``)
+    or cosine annealing to 0."""
+    base = cfg.SOLVER.BASE_LR
+    if cfg.SOLVER.SCHEDULER == "cosine":
+        return base * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.SOLVER.EPOCHS))
+    return base * cfg.SOLVER.GAMMA ** sum(epoch >= s for s in cfg.SOLVER.STEPS)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(cfg, epoch: int, rank: int) -> int:
+    return (cfg.SEED * 1_000_003 + epoch * 1009 + rank) % 2**31
+
+
+def _worker_init(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _autocast(cfg, device: torch.device):
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=bool(cfg.SOLVER.AMP))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, cfg=None) -> Dict[str, float]:
+    """Top-1 / top-5 accuracy (%) and mean cross-entropy, summed over all processes.
+
+    Args:
+        model: a :class:`ClsNet` returning logits (N, C).
+        loader: this process's shard of the validation set.
+    """
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss, n
+    for images, target, _ in loader:
+        images, target = images.to(device, non_blocking=True), target.to(device)
+        ctx = _autocast(cfg, device) if cfg is not None else torch.autocast(device.type, enabled=False)
+        with ctx:
+            logits = model(images)
+        logits = logits.float()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hit = top == target[:, None]
+        sums += torch.tensor([hit[:, :1].sum().item(), hit.sum().item(),
+                              torch.nn.functional.cross_entropy(logits, target, reduction="sum").item(),
+                              len(target)], dtype=torch.float64, device=device)
+    dist.all_reduce_sum(sums)
+    model.train(was_training)
+    n = max(sums[3].item(), 1.0)
+    return {"top1": 100.0 * sums[0].item() / n, "top5": 100.0 * sums[1].item() / n,
+            "loss": sums[2].item() / n, "num_images": int(sums[3].item())}
+
+
+def _loaders(cfg, train_set, val_set, device, rank, world):
+    if cfg.SOLVER.BATCH_SIZE % world:
+        raise ConfigError(f"SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE} is not divisible by the "
+                          f"{world} processes.")
+    per_proc = cfg.SOLVER.BATCH_SIZE // world
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
+                                 seed=cfg.SEED)
+    gen = torch.Generator()
+    common = dict(num_workers=cfg.DATA.NUM_WORKERS, pin_memory=device.type == "cuda",
+                  worker_init_fn=_worker_init)
+    train_loader = DataLoader(train_set, per_proc, sampler=sampler, generator=gen,
+                              drop_last=len(sampler) >= per_proc, **common)
+    shard = list(range(rank, len(val_set), world))  # exact: no padding duplicates
+    val_loader = DataLoader(torch.utils.data.Subset(val_set, shard), cfg.TEST.BATCH_SIZE,
+                            shuffle=False, **common)
+    return train_loader, val_loader
+
+
+def _build(cfg, num_samples: int, device: torch.device) -> Distiller:
+    num_classes = cfg.DATA.NUM_CLASSES
+    student = build_model(cfg.MODEL.ARCH, num_classes)
+    if cfg.MODEL.WEIGHTS:
+        load_weights(student, cfg.MODEL.WEIGHTS, "MODEL.WEIGHTS")
+    teacher = criterion = None
+    if cfg.TEACHER.ARCH:
+        teacher = build_model(cfg.TEACHER.ARCH, num_classes)
+        load_weights(teacher, cfg.TEACHER.WEIGHTS, "TEACHER.WEIGHTS")
+        if cfg.KD.LOSSES:
+            criterion = build_distill_loss(cfg.KD.LOSSES, student, teacher, num_samples,
+                                           num_classes)
+    return Distiller(student, teacher, criterion, cfg.KD.CE_WEIGHT).to(device)
+
+
+def _train_one_epoch(cfg, model, distiller, loader, optimizer, scaler, device, epoch) -> Dict[str, float]:
+    warm = cfg.KD.WARMUP_EPOCHS
+    factor = min(1.0, (epoch + 1) / warm) if warm > 0 else 1.0
+    sums: Dict[str, float] = {}
+    correct = seen = 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.SOLVER.EPOCHS}", disable=not dist.is_main(),
+               dynamic_ncols=True, mininterval=1.0, leave=False)
+    model.train()
+    for it, (images, target, index) in enumerate(bar):
+        images = images.to(device, non_blocking=True)
+        target, index = target.to(device), index.to(device)
+        with _autocast(cfg, device):
+            losses, logits = model(images, target, index)
+        losses = {k: (v if k == "loss_ce" else v * factor) for k, v in losses.items()}
+        total = sum(v.float() for v in losses.values())
+        if not torch.isfinite(total):
+            raise FloatingPointError(
+                f"Loss is {total.item()} at epoch {epoch + 1}, iteration {it}: "
+                f"{ {k: float(v.detach()) for k, v in losses.items()} }.")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(target)
+        sums["loss_total"] = sums.get("loss_total", 0.0) + float(total.detach()) * len(target)
+        correct += int((logits.argmax(1) == target).sum())
+        seen += len(target)
+        bar.set_postfix(loss=f"{float(total.detach()):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4g}")
+    stats = torch.tensor([sums[k] for k in sorted(sums)] + [correct, seen], dtype=torch.float64,
+                         device=device)
+    dist.all_reduce_sum(stats)
+    n = max(stats[-1].item(), 1.0)
+    out = {f"train/{k}": stats[i].item() / n for i, k in enumerate(sorted(sums))}
+    out["train/top1"] = 100.0 * stats[-2].item() / n
+    return out
+
+
+def _resume(path: str, distiller: Distiller, optimizer, scaler) -> tuple:
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    distiller.student.load_state_dict(ckpt["model"])
+    if distiller.criterion is not None:
+        distiller.criterion.load_state_dict(ckpt["distill"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    logger.info("Resumed from %s (epoch %d).", path, ckpt["epoch"])
+    return ckpt["epoch"], ckpt["best_top1"]
+
+
+def _write_record(cfg, writer, record: Dict[str, float]) -> None:
+    with open(os.path.join(cfg.OUTPUT_DIR, "metrics.json"), "a") as f:
+        f.write(json.dumps(record) + "\n")
+    for k, v in record.items():
+        if k != "epoch" and isinstance(v, (int, float)):
+            writer.add_scalar(k, v, record["epoch"])
+    writer.flush()
+
+
+def train(cfg, resume: bool = False) -> Dict[str, float]:
+    """Run the config ``cfg`` to the end (see module docstring).
+
+    Args:
+        cfg: a config from :func:`kd_det.classification.config.load_cls_config`.
+        resume: continue from ``OUTPUT_DIR/last_checkpoint.pth`` when it exists.
+
+    Returns:
+        the last evaluation (``top1``, ``top5``, ``loss``), ``best_top1`` and ``epochs``.
+    """
+    device = resolve_device(cfg)
+    dist.init_distributed(device.type)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    _seed_everything(cfg.SEED + rank)
+    torch.backends.cudnn.deterministic = bool(cfg.CUDNN_DETERMINISTIC)
+    torch.backends.cudnn.benchmark = not cfg.CUDNN_DETERMINISTIC
+    if dist.is_main():
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+            f.write(cfg.dump())
+    train_set, val_set = build_datasets(cfg)
+    distiller = _build(cfg, len(train_set), device)
+    train_loader, val_loader = _loaders(cfg, train_set, val_set, device, rank, world)
+    params = [p for p in distiller.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
+                                weight_decay=cfg.SOLVER.WEIGHT_DECAY, nesterov=cfg.SOLVER.NESTEROV)
+    scaler = torch.amp.GradScaler("cuda", enabled=bool(cfg.SOLVER.AMP) and device.type == "cuda")
+    start, best = 0, 0.0
+    last_path = os.path.join(cfg.OUTPUT_DIR, LAST)
+    if resume and os.path.isfile(last_path):
+        start, best = _resume(last_path, distiller, optimizer, scaler)
+    model = distiller
+    if world > 1:
+        model = DistributedDataParallel(
+            distiller, device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False)
+    writer = None
+    if dist.is_main():
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(cfg.OUTPUT_DIR)
+    result: Optional[Dict[str, float]] = None
+    epochs = cfg.SOLVER.EPOCHS
+    for epoch in range(start, epochs):
+        t0 = time.perf_counter()
+        lr = lr_at_epoch(cfg, epoch)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        seed = _epoch_seed(cfg, epoch, rank)
+        _seed_everything(seed)
+        train_loader.generator.manual_seed(seed)
+        train_loader.sampler.set_epoch(epoch)
+        record = {"epoch": epoch + 1, "lr": lr}
+        record.update(_train_one_epoch(cfg, model, distiller, train_loader, optimizer, scaler,
+                                       device, epoch))
+        dist.average_buffers(distiller.student)
+        last = epoch + 1 == epochs
+        if last or (epoch + 1) % cfg.TEST.EVAL_PERIOD == 0:
+            result = evaluate(distiller.student, val_loader, device, cfg)
+            record.update({f"val/{k}": v for k, v in result.items()})
+            if result["top1"] > best or best == 0.0:
+                best = max(best, result["top1"])
+                if dist.is_main():
+                    _save_weights(cfg, distiller, os.path.join(cfg.OUTPUT_DIR, BEST))
+        record["val/best_top1"] = best
+        record["time/epoch_s"] = time.perf_counter() - t0
+        if dist.is_main():
+            _write_record(cfg, writer, record)
+            logger.info("epoch %d/%d %s", epoch + 1, epochs, json.dumps(
+                {k: round(v, 4) for k, v in record.items() if k != "epoch"}))
+            if last or (epoch + 1) % cfg.SOLVER.CHECKPOINT_PERIOD == 0:
+                atomic_save({"model": distiller.student.state_dict(),
+                             "distill": (distiller.criterion.state_dict()
+                                         if distiller.criterion is not None else {}),
+                             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                             "epoch": epoch + 1, "best_top1": best, "arch": cfg.MODEL.ARCH,
+                             "num_classes": cfg.DATA.NUM_CLASSES, "cfg": cfg.dump()}, last_path)
+        dist.barrier()
+    if result is None:  # resumed after the last epoch: just evaluate
+        result = evaluate(distiller.student, val_loader, device, cfg)
+    if dist.is_main():
+        _save_weights(cfg, distiller, os.path.join(cfg.OUTPUT_DIR, FINAL))
+        writer.close()
+    dist.barrier()
+    return {**result, "best_top1": best, "epochs": epochs}
+
+
+def _save_weights(cfg, distiller: Distiller, path: str) -> None:
+    atomic_save({"model": distiller.student.state_dict(), "arch": cfg.MODEL.ARCH,
+                 "num_classes": cfg.DATA.NUM_CLASSES}, path)
+
+
+def evaluate_config(cfg) -> Dict[str, float]:
+    """Evaluate ``MODEL.WEIGHTS`` (an ``MODEL.ARCH`` checkpoint) on the validation set."""
+    if not cfg.MODEL.WEIGHTS:
+        raise ConfigError("--eval-only needs MODEL.WEIGHTS (a local checkpoint of MODEL.ARCH).")
+    device = resolve_device(cfg)
+    dist.init_distributed(device.type)
+    _, val_set = build_datasets(cfg)
+    model = build_model(cfg.MODEL.ARCH, cfg.DATA.NUM_CLASSES)
+    load_weights(model, cfg.MODEL.WEIGHTS, "MODEL.WEIGHTS")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    shard = torch.utils.data.Subset(val_set, list(range(rank, len(val_set), world)))
+    loader = DataLoader(shard, cfg.TEST.BATCH_SIZE, num_workers=cfg.DATA.NUM_WORKERS)
+    return evaluate(model.to(device), loader, device, cfg)

@@ -1,0 +1,4 @@
+"""``python -m kd_det.classification.models`` prints the zoo's parameter counts."""
+from . import parameter_table
+
+print(parameter_table())

@@ -1,0 +1,54 @@
+"""Detectron2 ``DefaultTrainer`` with kd_det's COCO evaluator and an evaluation.json per run."""
+import json
+import os
+import time
+
+from detectron2.engine import DefaultTrainer
+from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
+
+from ..evaluation.evaluator import COCOBoxEvaluator
+
+__all__ = ["Trainer", "write_evaluation"]
+
+
+def write_evaluation(cfg, results, path=None):
+    """Write ``OUTPUT_DIR/evaluation.json``: {dataset: {"bbox": {AP...}}} plus what was evaluated."""
+    if not comm.is_main_process() or not results:
+        return None
+    try:
+        iteration, mode = get_event_storage().iter, "train"
+    except AssertionError:  # no EventStorage: --eval-only
+        iteration, mode = None, "eval-only"
+    record = {
+        "mode": mode,
+        "iteration": iteration,
+        "weights": cfg.MODEL.WEIGHTS if mode == "eval-only" else "final model of this run",
+        "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "results": results,
+    }
+    path = path or os.path.join(cfg.OUTPUT_DIR, "evaluation.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+class Trainer(DefaultTrainer):
+    """Train/evaluate any Faster R-CNN FPN config; evaluation is COCO box AP on each test set."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        out = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return COCOBoxEvaluator(dataset_name, cfg.TEST.EVAL_BACKEND, out)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        results = super().test(cfg, model, evaluators)
+        # DefaultTrainer.test unwraps a single dataset's results; keep them keyed by dataset.
+        by_dataset = {cfg.DATASETS.TEST[0]: results} if len(cfg.DATASETS.TEST) == 1 else results
+        write_evaluation(cfg, dict(by_dataset))
+        return results

@@ -1,0 +1,19 @@
+"""User-facing errors: each message is one sentence naming the file, key or value at fault.
+
+``tools/*.py`` print these as one line (``--debug`` shows the traceback); any other
+exception is a bug and keeps its traceback.
+"""
+
+__all__ = ["UserError", "ConfigError", "DatasetError"]
+
+
+class UserError(ValueError):
+    """Bad input from the user (config, data, weights, command line)."""
+
+
+class ConfigError(UserError):
+    """A config file, key or value is wrong."""
+
+
+class DatasetError(UserError):
+    """A dataset is missing or malformed."""

@@ -1,0 +1,57 @@
+"""Detectron2 evaluator that collects box predictions and scores them with :func:`evaluate_coco`."""
+import itertools
+import json
+import os
+
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+from detectron2.utils import comm
+
+from .coco_eval import check_backend, evaluate_coco
+
+__all__ = ["COCOBoxEvaluator"]
+
+
+class COCOBoxEvaluator(DatasetEvaluator):
+    """COCO box AP of a registered COCO-format dataset, gathered over all processes.
+
+    Args:
+        dataset_name: a registered dataset whose metadata has ``json_file``.
+        backend: "faster_coco_eval" (default) or "pycocotools".
+        output_dir: if given, ``coco_instances_results.json`` is written there.
+    """
+
+    def __init__(self, dataset_name, backend="faster_coco_eval", output_dir=None):
+        check_backend(backend)  # fail now on a bad name, not after inference
+        self._meta = MetadataCatalog.get(dataset_name)
+        self._json = self._meta.json_file
+        self._backend = backend
+        self._output_dir = output_dir
+        self._predictions = []
+
+    def reset(self):
+        self._predictions = []
+
+    def process(self, inputs, outputs):
+        for inp, out in zip(inputs, outputs):
+            inst = out["instances"].to("cpu")
+            self._predictions.append((inp["image_id"], instances_to_coco_json(inst, inp["image_id"])))
+
+    def evaluate(self):
+        preds = comm.gather(self._predictions, dst=0)
+        if not comm.is_main_process():
+            return {}
+        preds = list(itertools.chain(*preds))
+        img_ids = [i for i, _ in preds]
+        results = list(itertools.chain(*[r for _, r in preds]))
+        # Detectron2 maps dataset category ids to contiguous [0, K); map them back.
+        inv = {v: k for k, v in getattr(self._meta, "thing_dataset_id_to_contiguous_id", {}).items()}
+        for r in results:
+            r["category_id"] = inv.get(r["category_id"], r["category_id"])
+        if self._output_dir:
+            os.makedirs(self._output_dir, exist_ok=True)
+            with open(os.path.join(self._output_dir, "coco_instances_results.json"), "w") as f:
+                json.dump(results, f)
+        metrics, _ = evaluate_coco(self._json, results, self._backend, img_ids=img_ids)
+        return {"bbox": metrics}

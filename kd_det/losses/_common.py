@@ -1,0 +1,292 @@
+"""Shared pieces of the loss library: base class, float32 policy, validation, feature structures.
+
+Nothing here (or anywhere in :mod:`kd_det.losses`) imports Detectron2.
+
+Precision policy. Every loss computes in float32, even when called under
+``torch.autocast`` (bf16 / fp16): :func:`fp32_math` turns autocast off for the
+duration of the call and :func:`cast` lifts half-precision inputs to float32.
+float64 inputs stay float64 (that is what lets ``torch.autograd.gradcheck`` run on
+the losses); a module loss casts its inputs to the dtype of its own parameters
+(float32 normally, float64 after ``.double()``).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from contextlib import ExitStack
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "LossModule", "fp32_math", "cast", "compute_dtype", "module_dtype", "graph_zero",
+    "set_finite_check", "check_finite", "check_positive", "check_nonnegative",
+    "check_logit_pair", "check_same_rows", "split_features", "split_feature_pair", "channel_list",
+    "check_channels",
+]
+
+_FINITE_CHECK = True
+_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps")
+
+
+def set_finite_check(enabled: bool) -> bool:
+    """Turn the non-finite input check on or off for every loss; returns the previous setting.
+
+    The check (``torch.isfinite(x).all()``) costs one pass over each input and, on a GPU,
+    one host-device synchronisation per input. It is on by default.
+    """
+    global _FINITE_CHECK
+    previous, _FINITE_CHECK = _FINITE_CHECK, bool(enabled)
+    return previous
+
+
+def fp32_math(fn: Callable) -> Callable:
+    """Decorator: run ``fn`` with autocast disabled on every device type where it is enabled."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with ExitStack() as stack:
+            for device in _AUTOCAST_DEVICES:
+                try:
+                    enabled = torch.is_autocast_enabled(device)
+                except (RuntimeError, TypeError):  # device type unknown to this build
+                    continue
+                if enabled:
+                    stack.enter_context(torch.autocast(device_type=device, enabled=False))
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def compute_dtype(*tensors: Tensor | None) -> torch.dtype:
+    """float64 if any floating input is float64, else float32."""
+    for t in tensors:
+        if isinstance(t, Tensor) and t.dtype == torch.float64:
+            return torch.float64
+    return torch.float32
+
+
+def module_dtype(module: nn.Module) -> torch.dtype:
+    """The floating dtype a module loss computes in: that of its first floating parameter/buffer."""
+    for t in list(module.parameters()) + list(module.buffers()):
+        if t.is_floating_point():
+            return torch.float64 if t.dtype == torch.float64 else torch.float32
+    return torch.float32
+
+
+def cast(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """Cast a floating tensor to ``dtype`` (no copy when it already has it)."""
+    return x.to(dtype) if x.dtype != dtype else x
+
+
+def graph_zero(*things) -> Tensor:
+    """A 0-dim zero connected to the autograd graph of every tensor / module given.
+
+    Used for empty batches (no foreground RoIs, no GT boxes): the value is exactly 0, the
+    gradients are exactly 0, and every learnable part still takes part in backward (which
+    keeps DistributedDataParallel from reporting unused parameters).
+    """
+    total = None
+    for thing in things:
+        tensors = []
+        if isinstance(thing, nn.Module):
+            tensors = [p for p in thing.parameters() if p.requires_grad]
+        elif isinstance(thing, Tensor):
+            tensors = [thing]
+        elif isinstance(thing, Mapping):
+            tensors = [t for t in thing.values() if isinstance(t, Tensor)]
+        elif isinstance(thing, (list, tuple)):
+            tensors = [t for t in thing if isinstance(t, Tensor)]
+        for t in tensors:
+            if t.is_floating_point():
+                term = t.sum() * 0.0
+                total = term if total is None else total + term.to(total.dtype)
+    if total is None:
+        return torch.zeros(())
+    return total.float() if total.dtype not in (torch.float32, torch.float64) else total
+
+
+# ----------------------------------------------------------------------------- validation
+def check_finite(loss: str, key: str, x: Tensor) -> None:
+    """Raise ``ValueError`` if ``x`` holds NaN or Inf (skipped when the check is turned off)."""
+    if _FINITE_CHECK and x.numel() and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{loss}: input '{key}' contains non-finite values (NaN or Inf).")
+
+
+def check_positive(loss: str, key: str, value) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{loss}: parameter '{key}' must be a finite number > 0, got {value!r}.")
+
+
+def check_nonnegative(loss: str, key: str, value) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{loss}: parameter '{key}' must be a finite number >= 0, got {value!r}.")
+
+
+def _is_float_tensor(x) -> bool:
+    return isinstance(x, Tensor) and x.is_floating_point()
+
+
+def check_logit_pair(loss: str, a: Tensor, b: Tensor, names=("logits_s", "logits_t")) -> None:
+    """Two (N, C) floating tensors of identical shape, both finite."""
+    for name, x in zip(names, (a, b)):
+        if not _is_float_tensor(x) or x.dim() != 2:
+            what = f"a {x.dim()}-dim {x.dtype} tensor" if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{loss}: input '{name}' must be a 2-dim floating tensor (N, C), got {what}.")
+    if a.shape != b.shape:
+        raise ValueError(f"{loss}: '{names[0]}' has shape {tuple(a.shape)} but '{names[1]}' has shape "
+                         f"{tuple(b.shape)}; they must match.")
+    check_finite(loss, names[0], a)
+    check_finite(loss, names[1], b)
+
+
+def check_same_rows(loss: str, a: Tensor, b: Tensor, names=("emb_s", "emb_t")) -> None:
+    """Two (N, D_a) / (N, D_b) floating tensors with the same N, both finite."""
+    for name, x in zip(names, (a, b)):
+        if not _is_float_tensor(x) or x.dim() != 2:
+            what = f"a {x.dim()}-dim {x.dtype} tensor" if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{loss}: input '{name}' must be a 2-dim floating tensor (N, D), got {what}.")
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"{loss}: '{names[0]}' has {a.shape[0]} rows but '{names[1]}' has {b.shape[0]}; "
+                         "each student row must pair with one teacher row.")
+    check_finite(loss, names[0], a)
+    check_finite(loss, names[1], b)
+
+
+# ----------------------------------------------------------------------------- feature maps
+def split_features(loss: str, feats, key: str) -> tuple[list[str] | None, list[Tensor]]:
+    """Accept a list/tuple of (B, C, H, W) maps or an ordered mapping level-name -> map.
+
+    Returns:
+        (names or None, list of maps) in the given order (finest / shallowest first).
+    """
+    if isinstance(feats, Mapping):
+        names, maps = list(feats.keys()), list(feats.values())
+    elif isinstance(feats, Sequence) and not isinstance(feats, (str, bytes)):
+        names, maps = None, list(feats)
+    elif isinstance(feats, Tensor):
+        names, maps = None, [feats]
+    else:
+        raise ValueError(f"{loss}: input '{key}' must be a list of (B, C, H, W) tensors or a dict "
+                         f"level -> tensor, got {type(feats).__name__}.")
+    if not maps:
+        raise ValueError(f"{loss}: input '{key}' holds no feature maps.")
+    for i, x in enumerate(maps):
+        level = names[i] if names else i
+        if not _is_float_tensor(x) or x.dim() != 4:
+            what = f"a {x.dim()}-dim tensor" if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{loss}: level {level!r} of '{key}' must be a 4-dim floating tensor "
+                             f"(B, C, H, W), got {what}.")
+        check_finite(loss, f"{key}[{level!r}]", x)
+    return names, maps
+
+
+def split_feature_pair(loss: str, feats_s, feats_t):
+    """Split student and teacher feature structures and check they correspond level by level.
+
+    Returns:
+        (level names, student maps, teacher maps); batch sizes must agree on every level.
+    """
+    names_s, maps_s = split_features(loss, feats_s, "feats_s")
+    names_t, maps_t = split_features(loss, feats_t, "feats_t")
+    if names_s != names_t or len(maps_s) != len(maps_t):
+        desc_s = names_s if names_s is not None else f"{len(maps_s)} maps"
+        desc_t = names_t if names_t is not None else f"{len(maps_t)} maps"
+        raise ValueError(f"{loss}: 'feats_s' ({desc_s}) and 'feats_t' ({desc_t}) must hold the same levels.")
+    names = names_s if names_s is not None else [str(i) for i in range(len(maps_s))]
+    for name, s, t in zip(names, maps_s, maps_t):
+        if s.shape[0] != t.shape[0]:
+            raise ValueError(f"{loss}: level {name!r} has batch size {s.shape[0]} in 'feats_s' but "
+                             f"{t.shape[0]} in 'feats_t'.")
+    return names, maps_s, maps_t
+
+
+def channel_list(value) -> list[int] | None:
+    """Channels per level from a ``shapes`` entry: list/tuple of ints, dict of ints, or None."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, int):
+        value = [value]
+    return [int(v) for v in value]
+
+
+def check_channels(loss: str, key: str, value) -> list[int]:
+    """Validate a constructor channel list (ints > 0); returns it as a list."""
+    chans = channel_list(value)
+    if not chans or any(c <= 0 for c in chans):
+        raise ValueError(f"{loss}: parameter '{key}' must be a non-empty list of positive channel counts, "
+                         f"got {value!r}.")
+    return chans
+
+
+# ----------------------------------------------------------------------------- base class
+class LossModule(nn.Module):
+    """Base of every registered loss.
+
+    Class attributes:
+        NAME: registry name, used in error messages.
+        INPUTS: keyword arguments ``forward`` takes (vocabulary in :mod:`kd_det.losses`).
+        OPTIONAL_INPUTS: the subset of INPUTS that may be left out (passed as ``None``).
+    """
+
+    NAME: str = "loss"
+    INPUTS: tuple[str, ...] = ()
+    OPTIONAL_INPUTS: tuple[str, ...] = ()
+
+    def required_inputs(self) -> tuple[str, ...]:
+        """INPUTS this instance cannot run without."""
+        return tuple(k for k in self.INPUTS if k not in self.OPTIONAL_INPUTS)
+
+    @classmethod
+    def shape_params(cls, shapes: Mapping) -> dict:
+        """Constructor parameters derivable from input shapes (only those present in ``shapes``)."""
+        return {}
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """Names of the constructor parameters."""
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"
+                and sig.parameters[p].kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+
+    @classmethod
+    def required_params(cls) -> list[str]:
+        """Constructor parameters without a default."""
+        sig = inspect.signature(cls.__init__)
+        return [p for p in cls.param_names() if sig.parameters[p].default is inspect.Parameter.empty]
+
+
+# ----------------------------------------------------------------------------- blocked similarity
+def _block_lse(a_block: Tensor, b: Tensor, scale, bias) -> Tensor:
+    return torch.logsumexp((a_block @ b.t()) * scale + bias, dim=1)
+
+
+def row_logsumexp(a: Tensor, b: Tensor, scale=1.0, bias=0.0, chunk_size: int = 0) -> Tensor:
+    """``r_i = logsumexp_j(scale * <a_i, b_j> + bias)`` without holding the N x M matrix.
+
+    Args:
+        a: (N, D) rows.
+        b: (M, D) columns.
+        scale, bias: float or 0-dim tensor (may require grad).
+        chunk_size: rows per block; 0 or >= N computes the whole matrix at once. In blocked
+            mode each block runs under activation checkpointing, so forward and backward hold
+            one (chunk_size x M) block at a time; results equal the unblocked ones up to
+            float rounding.
+
+    Returns:
+        (N,) tensor.
+    """
+    n = a.shape[0]
+    if chunk_size <= 0 or n <= chunk_size:
+        return _block_lse(a, b, scale, bias)
+    from torch.utils.checkpoint import checkpoint
+
+    parts = [checkpoint(_block_lse, a[i:i + chunk_size], b, scale, bias, use_reentrant=False,
+                        preserve_rng_state=False) for i in range(0, n, chunk_size)]
+    return torch.cat(parts)

@@ -1,0 +1,127 @@
+"""DistillLoss: several registered losses with weights from config, one named term each.
+
+A spec is a dict::
+
+    {"name": "dcd",                 # registry name (required)
+     "weight": 1.0,                 # >= 0, default 1.0
+     "params": {"alpha": 0.5},      # constructor params, default {}
+     "inputs": {"emb_s": "logits_s", "emb_t": "logits_t"},  # loss arg -> provided key, default identity
+     "tag": "dcd"}                  # output key suffix, default the name (deduplicated: dcd, dcd_2, ...)
+
+Constructor params are ``shape_params(shapes)`` (with the ``inputs`` remap applied to
+``shapes``) overridden by the explicit ``params``. ``forward(**tensors)`` returns
+``{"loss_<tag>": weight * value}`` and nothing else (so a Detectron2 trainer that sums every
+``loss_*`` entry counts each term once); extra tensors are ignored.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+from torch import Tensor, nn
+
+__all__ = ["DistillLoss"]
+
+_SPEC_KEYS = ("name", "weight", "params", "inputs", "tag")
+
+
+class DistillLoss(nn.Module):
+    """Weighted sum-of-terms container; the losses (and their learnable parts) are submodules.
+
+    Args:
+        specs: list of spec dicts (see the module docstring).
+        shapes: input name -> int (vector dim) or list of ints (channels per level), plus
+            "num_samples" and "num_classes"; used to derive constructor params.
+    """
+
+    def __init__(self, specs, shapes: Mapping | None = None):
+        super().__init__()
+        from . import LOSS_REGISTRY, build_loss
+
+        if isinstance(specs, Mapping) or not isinstance(specs, (list, tuple)):
+            raise ValueError("DistillLoss: 'specs' must be a list of dicts with at least a 'name' key.")
+        shapes = dict(shapes or {})
+        self.losses = nn.ModuleDict()
+        self.weights: dict[str, float] = {}
+        self.input_maps: dict[str, dict[str, str]] = {}
+        for number, spec in enumerate(specs):
+            if not isinstance(spec, Mapping) or "name" not in spec:
+                raise ValueError(f"DistillLoss: spec #{number} must be a dict with a 'name' key, got {spec!r}.")
+            unknown = sorted(set(spec) - set(_SPEC_KEYS))
+            if unknown:
+                raise ValueError(f"DistillLoss: spec #{number} ({spec['name']!r}) has unknown key(s) {unknown}; "
+                                 f"allowed: {', '.join(_SPEC_KEYS)}.")
+            name = str(spec["name"]).lower()
+            if name not in LOSS_REGISTRY:
+                build_loss(name)  # raises the registry's one-sentence error
+            cls = LOSS_REGISTRY[name]
+            weight = spec.get("weight", 1.0)
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"{name}: spec key 'weight' must be a finite number >= 0, got {weight!r}.")
+            inputs = dict(spec.get("inputs") or {})
+            bad = sorted(set(inputs) - set(cls.INPUTS))
+            if bad:
+                raise ValueError(f"{name}: spec key 'inputs' remaps {bad}, which the loss does not take; "
+                                 f"it takes {', '.join(cls.INPUTS)}.")
+            params = dict(spec.get("params") or {})
+            loss = self._build(name, cls, params, self._view(shapes, inputs))
+            tag = str(spec.get("tag") or name)
+            key, count = tag, 1
+            while key in self.losses:
+                count += 1
+                key = f"{tag}_{count}"
+            self.losses[key] = loss
+            self.weights[key] = float(weight)
+            self.input_maps[key] = {arg: inputs.get(arg, arg) for arg in cls.INPUTS}
+
+    @staticmethod
+    def _view(shapes: dict, inputs: dict) -> dict:
+        """Shapes as the loss sees them: provided keys renamed to the loss's argument names."""
+        view = dict(shapes)
+        for arg, key in inputs.items():
+            if key in shapes:
+                view[arg] = shapes[key]
+            else:
+                view.pop(arg, None)
+        return view
+
+    @staticmethod
+    def _build(name: str, cls, params: dict, shapes: dict) -> nn.Module:
+        known = cls.param_names()
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise ValueError(f"{name}: unknown parameter(s) {unknown}; known: {', '.join(known)}.")
+        merged = {**cls.shape_params(shapes), **params}
+        missing = [p for p in cls.required_params() if p not in merged]
+        if missing:
+            raise ValueError(f"{name}: parameter {missing[0]!r} is missing; give it in the spec's 'params' or pass "
+                             "the input shapes it derives from in 'shapes'.")
+        return cls(**merged)
+
+    def required_inputs(self) -> set[str]:
+        """Provided keys the losses cannot run without (callers compute only these)."""
+        return {self.input_maps[k][arg] for k, loss in self.losses.items() for arg in loss.required_inputs()}
+
+    def optional_inputs(self) -> set[str]:
+        """Provided keys some loss uses when given (e.g. CRD's contrast_index)."""
+        used = {self.input_maps[k][arg] for k, loss in self.losses.items() for arg in loss.INPUTS}
+        return used - self.required_inputs()
+
+    def forward(self, **tensors) -> dict[str, Tensor]:
+        """Provided tensors by key -> {"loss_<tag>": weight * value}."""
+        out = {}
+        for key, loss in self.losses.items():
+            mapping, needed = self.input_maps[key], set(loss.required_inputs())
+            kwargs = {}
+            for arg, provided in mapping.items():
+                value = tensors.get(provided)
+                if value is not None:
+                    kwargs[arg] = value
+                elif arg in needed:
+                    via = "" if provided == arg else f" (provided as {provided!r})"
+                    raise ValueError(f"DistillLoss: loss {key!r} needs input {arg!r}{via}, which was not given.")
+            out[f"loss_{key}"] = loss(**kwargs) * self.weights[key]
+        return out
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}: weight={w}" for k, w in self.weights.items())

@@ -1,0 +1,211 @@
+"""DCD: discriminative and consistent distillation (Giakoumoglou & Stathaki, arXiv 2407.11802).
+
+Both sides are projected (one Linear each, to 128-d by default) and L2-normalised; with a
+learnable temperature ``tau`` (logit scale ``exp(tau)``, clamped) and a learnable bias ``b``:
+
+.. math::
+
+    \\ell_{ij} = e^{\\tau}\\, \\hat z^S_i{}^\\top \\hat z^T_j + b                       \\quad (8)
+
+    p^S_i(j) = \\mathrm{softmax}_j(\\ell_{ij}), \\qquad
+    p^T_i(j) = \\mathrm{softmax}_j(\\ell_{ji})   \\quad\\text{(row- and column-softmax)}  \\quad (4, 5)
+
+    \\mathcal{L}_{contrast} = -\\frac1N \\sum_i \\log p^S_i(i)                              \\quad (3)
+
+    \\mathcal{L}_{DCD} = \\mathcal{L}_{contrast} + \\alpha\\, \\frac1N \\sum_i
+        \\mathrm{KL}(p^S_i \\| p^T_i)                                                         \\quad (2, 6)
+
+KL direction. The paper (Eq. 6) writes KL(p^S || p^T); the authors' public code computes
+``kl_div(log_softmax(l, 1), softmax(l, 0).T, reduction="batchmean")`` = KL(p^T || p^S).
+``kl_direction="student_teacher"`` (alias ``"paper"``, the default) gives the paper's,
+``"teacher_student"`` (alias ``"code"``) the code's.
+
+The bias ``b`` has no effect on either term: a constant added to every logit cancels in a
+row softmax and in a column softmax alike, so the loss value and every gradient other than
+``d/db`` (which is exactly 0) do not depend on it. It is kept because the paper defines it
+(and a checkpoint of the public code carries it); a test checks the invariance.
+
+Temperature clamp. The public code clamps the *scale*: ``exp(tau).clamp(0, tau_max)``
+(``clamp="scale"``, default: scale <= 10, i.e. temperature >= 0.1). The paper's text clamps
+``tau`` itself to [0, tau_max] (``clamp="tau"``: scale in [1, e^10]).
+
+Paper defaults: alpha = 0.5, tau_init = 1.0, b_init = 0, tau_max = 10, projection dim 128;
+the DCD weight beta = 1 and the KD weight lambda = 1 go in the loss combination
+(``DistillLoss``). Detection: apply to the R-CNN class logits of the sampled RoIs, e.g.
+``inputs: {emb_s: logits_s, emb_t: logits_t}``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ._common import (LossModule, cast, check_nonnegative, check_positive, check_same_rows, compute_dtype,
+                      fp32_math, graph_zero, module_dtype, row_logsumexp)
+from .ckd import _check_chunk
+
+__all__ = ["dcd_loss", "DCDLoss"]
+
+_DIRECTIONS = {"student_teacher": "student_teacher", "paper": "student_teacher",
+               "teacher_student": "teacher_student", "code": "teacher_student"}
+
+
+def _direction(loss: str, kl_direction: str) -> str:
+    if kl_direction not in _DIRECTIONS:
+        raise ValueError(f"{loss}: parameter 'kl_direction' must be one of {sorted(_DIRECTIONS)}, "
+                         f"got {kl_direction!r}.")
+    return _DIRECTIONS[kl_direction]
+
+
+def _kl_sum(log_ps: Tensor, log_pt: Tensor, direction: str) -> Tensor:
+    """Sum over rows and columns of KL between row distributions given as logs."""
+    if direction == "student_teacher":
+        return (log_ps.exp() * (log_ps - log_pt)).sum()
+    return (log_pt.exp() * (log_pt - log_ps)).sum()
+
+
+def _kl_block(zs_rows, zt_rows, z_s, z_t, scale, bias, r_rows, c_rows, direction):
+    log_ps = (zs_rows @ z_t.t()) * scale + bias - r_rows.unsqueeze(1)   # log p^S_i(j), i in block
+    log_pt = (zt_rows @ z_s.t()) * scale + bias - c_rows.unsqueeze(1)   # log p^T_i(j) = l_ji - c_i
+    return _kl_sum(log_ps, log_pt, direction)
+
+
+@fp32_math
+def dcd_loss(emb_s: Tensor, emb_t: Tensor, logit_scale=math.e, alpha: float = 0.5, bias=0.0,
+             kl_direction: str = "student_teacher", chunk_size: int = 2048) -> Tensor:
+    """In-batch contrastive CE + alpha x consistency KL on projected embeddings.
+
+    Args:
+        emb_s: (N, D) student embeddings after projection (L2-normalised here).
+        emb_t: (N, D) teacher embeddings after projection (L2-normalised here).
+        logit_scale: exp(tau) after clamping; float > 0 or 0-dim tensor (may require grad).
+        alpha: consistency weight (paper: 0.5).
+        bias: b, float or 0-dim tensor; cancels in both terms (kept for fidelity).
+        kl_direction: "student_teacher"/"paper" = KL(p^S||p^T), "teacher_student"/"code" = KL(p^T||p^S).
+        chunk_size: rows per block of the N x N logits; 0 = never block.
+
+    Returns:
+        0-dim tensor; N = 0 gives a graph-connected 0, N = 1 gives exactly 0.
+    """
+    check_nonnegative("dcd", "alpha", alpha)
+    _check_chunk("dcd", chunk_size)
+    direction = _direction("dcd", kl_direction)
+    if not isinstance(logit_scale, Tensor):
+        check_positive("dcd", "logit_scale", logit_scale)
+    check_same_rows("dcd", emb_s, emb_t)
+    if emb_s.shape[1] != emb_t.shape[1]:
+        raise ValueError(f"dcd: 'emb_s' has dim {emb_s.shape[1]} but 'emb_t' has dim {emb_t.shape[1]}; "
+                         "project both sides to one dim first.")
+    n = emb_s.shape[0]
+    if n == 0:
+        return graph_zero(emb_s, emb_t, [logit_scale, bias])
+    dtype = compute_dtype(emb_s, emb_t)
+    z_s = torch.nn.functional.normalize(cast(emb_s, dtype), dim=1)
+    z_t = torch.nn.functional.normalize(cast(emb_t, dtype), dim=1)
+    if isinstance(logit_scale, Tensor):
+        logit_scale = cast(logit_scale, dtype)
+    if isinstance(bias, Tensor):
+        bias = cast(bias, dtype)
+
+    if chunk_size <= 0 or n <= chunk_size:
+        logits = (z_s @ z_t.t()) * logit_scale + bias                      # (N, N) = l_ij
+        log_ps = logits - torch.logsumexp(logits, dim=1, keepdim=True)     # row softmax
+        log_pt = (logits - torch.logsumexp(logits, dim=0, keepdim=True)).t()  # column softmax, transposed
+        contrast = -log_ps.diagonal().mean()
+        consist = _kl_sum(log_ps, log_pt, direction) / n
+        return contrast + alpha * consist
+
+    from torch.utils.checkpoint import checkpoint
+
+    r = row_logsumexp(z_s, z_t, logit_scale, bias, chunk_size)          # (N,) row log-sum-exp
+    c = row_logsumexp(z_t, z_s, logit_scale, bias, chunk_size)          # (N,) column log-sum-exp
+    diag = (z_s * z_t).sum(dim=1) * logit_scale + bias
+    contrast = (r - diag).mean()
+    consist = sum(checkpoint(_kl_block, z_s[i:i + chunk_size], z_t[i:i + chunk_size], z_s, z_t, logit_scale, bias,
+                             r[i:i + chunk_size], c[i:i + chunk_size], direction, use_reentrant=False,
+                             preserve_rng_state=False)
+                  for i in range(0, n, chunk_size)) / n
+    return contrast + alpha * consist
+
+
+class DCDLoss(LossModule):
+    """DCD with its learnable parts: projection heads, temperature ``tau`` and bias ``b``.
+
+    Args:
+        in_dim_s: student embedding dim (derived from ``shapes["emb_s"]``).
+        in_dim_t: teacher embedding dim (derived from ``shapes["emb_t"]``).
+        proj_dim: projection dim (paper: 128); None = no projection (dims must then match).
+        alpha: consistency weight (paper: 0.5).
+        tau_init: initial tau, logit scale exp(tau) (paper/code: 1.0).
+        tau_max: clamp bound (paper/code: 10.0), see ``clamp``.
+        clamp: "scale" clamps exp(tau) to [0, tau_max] (public code, default); "tau" clamps
+            tau to [0, tau_max] (paper text).
+        b_init: initial bias b (paper/code: 0.0); b cannot change the loss.
+        kl_direction: "student_teacher" (paper, default) or "teacher_student" (public code).
+        learn_temperature: False keeps tau and b fixed (paper's ablation used a fixed
+            temperature 0.07, i.e. ``tau_init = log(1 / 0.07)``).
+        chunk_size: rows per block of the N x N logits (0 = never block).
+    """
+
+    NAME = "dcd"
+    INPUTS = ("emb_s", "emb_t")
+
+    def __init__(self, in_dim_s: int | None = None, in_dim_t: int | None = None, proj_dim: int | None = 128,
+                 alpha: float = 0.5, tau_init: float = 1.0, tau_max: float = 10.0, clamp: str = "scale",
+                 b_init: float = 0.0, kl_direction: str = "student_teacher", learn_temperature: bool = True,
+                 chunk_size: int = 2048):
+        super().__init__()
+        check_nonnegative(self.NAME, "alpha", alpha)
+        check_positive(self.NAME, "tau_max", tau_max)
+        _check_chunk(self.NAME, chunk_size)
+        if clamp not in ("scale", "tau"):
+            raise ValueError(f"{self.NAME}: parameter 'clamp' must be 'scale' or 'tau', got {clamp!r}.")
+        self.kl_direction = _direction(self.NAME, kl_direction)
+        if proj_dim is None:
+            if in_dim_s is not None and in_dim_t is not None and in_dim_s != in_dim_t:
+                raise ValueError(f"{self.NAME}: with proj_dim=None 'in_dim_s' ({in_dim_s}) and 'in_dim_t' "
+                                 f"({in_dim_t}) must be equal.")
+            self.proj_s, self.proj_t = nn.Identity(), nn.Identity()
+        else:
+            for key, dim in (("in_dim_s", in_dim_s), ("in_dim_t", in_dim_t), ("proj_dim", proj_dim)):
+                if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+                    raise ValueError(f"{self.NAME}: parameter '{key}' must be a positive int (give it in params "
+                                     f"or through shapes), got {dim!r}.")
+            self.proj_s, self.proj_t = nn.Linear(in_dim_s, proj_dim), nn.Linear(in_dim_t, proj_dim)
+        self.alpha, self.tau_max, self.clamp, self.chunk_size = float(alpha), float(tau_max), clamp, int(chunk_size)
+        tau, b = torch.tensor(float(tau_init)), torch.tensor(float(b_init))
+        if learn_temperature:
+            self.tau, self.b = nn.Parameter(tau), nn.Parameter(b)
+        else:
+            self.register_buffer("tau", tau)
+            self.register_buffer("b", b)
+
+    @classmethod
+    def shape_params(cls, shapes) -> dict:
+        out = {}
+        if "emb_s" in shapes:
+            out["in_dim_s"] = int(shapes["emb_s"])
+        if "emb_t" in shapes:
+            out["in_dim_t"] = int(shapes["emb_t"])
+        return out
+
+    def logit_scale(self) -> Tensor:
+        """exp(tau) with the configured clamp, 0-dim."""
+        if self.clamp == "scale":
+            return self.tau.exp().clamp(0.0, self.tau_max)
+        return self.tau.clamp(0.0, self.tau_max).exp()
+
+    @fp32_math
+    def forward(self, emb_s: Tensor, emb_t: Tensor) -> Tensor:
+        """(N, D_s), (N, D_t) -> 0-dim loss (projection, normalisation and loss in float32)."""
+        check_same_rows(self.NAME, emb_s, emb_t)
+        if emb_s.shape[0] == 0:
+            return graph_zero(emb_s, emb_t, self)
+        dtype = module_dtype(self)
+        z_s, z_t = self.proj_s(cast(emb_s, dtype)), self.proj_t(cast(emb_t, dtype))
+        return dcd_loss(z_s, z_t, self.logit_scale(), self.alpha, self.b, self.kl_direction, self.chunk_size)
+
+    def extra_repr(self) -> str:
+        return (f"alpha={self.alpha}, tau_max={self.tau_max}, clamp={self.clamp!r}, "
+                f"kl_direction={self.kl_direction!r}, chunk_size={self.chunk_size}")

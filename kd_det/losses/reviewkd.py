@@ -1,0 +1,177 @@
+"""ReviewKD (Chen et al., "Distilling Knowledge via Knowledge Review", CVPR 2021): ABF + HCL.
+
+ABF (attention-based fusion) turns the student levels into predictions of the teacher
+levels, reviewing from the coarsest level down: level ``l`` fuses its own (1x1-conv)
+student map ``x_l`` with the residual ``y_{l+1}`` of the coarser level, upsampled (nearest):
+
+.. math::
+
+    [a, b] = \\sigma\\big(\\mathrm{conv}_{1\\times1}([x_l, \\mathrm{up}(y_{l+1})])\\big), \\quad
+    y_l = a \\odot x_l + b \\odot \\mathrm{up}(y_{l+1}), \\quad
+    \\hat F^T_l = \\mathrm{BN}(\\mathrm{conv}_{3\\times3}(y_l))
+
+(the coarsest level has no residual: ``y_L = x_L``). HCL (hierarchical context loss)
+compares each prediction with the teacher level at full resolution and after adaptive
+average pooling to 4x4, 2x2 and 1x1:
+
+.. math::
+
+    \\mathcal{L}_{HCL} = \\sum_l \\frac{\\sum_k w_k\\, \\mathrm{MSE}(P_k(\\hat F^T_l), P_k(F^T_l))}{\\sum_k w_k},
+    \\qquad w = 1, 0.5, 0.25, 0.125
+
+where ``P_0`` is the identity and the pooled sizes ``4, 2, 1`` are used only when smaller
+than the map (``k < min(H, W)``); the weights go to the sizes actually used, in order, and are
+normalised over them (public code: checks ``k >= H`` only; both agree on square maps and on
+FPN maps, whose height is the smaller side).
+
+Channels come from arguments (``in_channels`` / ``out_channels`` per level, derived from
+the input shapes), never a hard-coded 256. Inputs are an ordered dict (FPN p2..p6) or a
+list of backbone stages, finest / shallowest first. Detection weights (FACTS): 1.2
+(R101->R18), 1.0 (R101->R50), 2.0 (R50->MV2).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._common import (LossModule, cast, channel_list, check_channels, compute_dtype, fp32_math, graph_zero,
+                      module_dtype, split_feature_pair)
+
+__all__ = ["ABF", "hcl_loss", "ReviewKDLoss"]
+
+
+@fp32_math
+def hcl_loss(feats_s, feats_t, pool_sizes: Sequence[int] = (4, 2, 1)) -> Tensor:
+    """Hierarchical context loss between lists (or dicts) of same-shape (B, C, H, W) maps.
+
+    Args:
+        feats_s: student maps (after ABF for ReviewKD), list or ordered dict.
+        feats_t: teacher maps, same structure and shapes.
+        pool_sizes: adaptive-pool sizes after the full-resolution term (paper: 4, 2, 1).
+
+    Returns:
+        0-dim tensor: sum over levels of the weighted, normalised MSE terms.
+    """
+    names, maps_s, maps_t = split_feature_pair("hcl", feats_s, feats_t)
+    for name, s, t in zip(names, maps_s, maps_t):
+        if s.shape != t.shape:
+            raise ValueError(f"hcl: level {name!r} has student shape {tuple(s.shape)} but teacher shape "
+                             f"{tuple(t.shape)}; they must match.")
+    if maps_s[0].shape[0] == 0:
+        return graph_zero(maps_s, maps_t)
+    dtype = compute_dtype(*maps_s, *maps_t)
+    total = 0.0
+    for s, t in zip(maps_s, maps_t):
+        s, t = cast(s, dtype), cast(t, dtype)
+        level, weight, weight_sum = F.mse_loss(s, t), 1.0, 1.0
+        for k in pool_sizes:
+            if k >= min(s.shape[-2:]):
+                continue
+            weight /= 2.0
+            level = level + weight * F.mse_loss(F.adaptive_avg_pool2d(s, k), F.adaptive_avg_pool2d(t, k))
+            weight_sum += weight
+        total = total + level / weight_sum
+    return total
+
+
+class ABF(nn.Module):
+    """Attention-based fusion of one level.
+
+    Args:
+        in_channels: student channels of this level.
+        mid_channels: channels of the fused residual path.
+        out_channels: teacher channels of this level.
+        fuse: False for the coarsest level (no residual from a coarser one).
+    """
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, fuse: bool):
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, mid_channels, 1, bias=False), nn.BatchNorm2d(mid_channels))
+        self.conv2 = nn.Sequential(nn.Conv2d(mid_channels, out_channels, 3, padding=1, bias=False),
+                                   nn.BatchNorm2d(out_channels))
+        self.att_conv = nn.Sequential(nn.Conv2d(2 * mid_channels, 2, 1), nn.Sigmoid()) if fuse else None
+        nn.init.kaiming_uniform_(self.conv1[0].weight, a=1)
+        nn.init.kaiming_uniform_(self.conv2[0].weight, a=1)
+
+    def forward(self, x: Tensor, residual: Tensor | None, out_size) -> tuple[Tensor, Tensor]:
+        """x: (B, C_in, H, W); residual: (B, C_mid, H', W') or None; out_size: teacher (H_t, W_t).
+
+        Returns:
+            (prediction of the teacher map (B, C_out, H_t, W_t), residual for the next finer level).
+        """
+        x = self.conv1(x)
+        if self.att_conv is not None:
+            residual = F.interpolate(residual, size=x.shape[-2:], mode="nearest")
+            att = self.att_conv(torch.cat([x, residual], dim=1))
+            x = x * att[:, 0:1] + residual * att[:, 1:2]
+        if tuple(x.shape[-2:]) != tuple(out_size):
+            x = F.interpolate(x, size=tuple(out_size), mode="nearest")
+        return self.conv2(x), x
+
+
+class ReviewKDLoss(LossModule):
+    """ABF modules (learnable) followed by HCL.
+
+    Args:
+        in_channels: student channels per level, finest first (from ``shapes["feats_s"]``).
+        out_channels: teacher channels per level (from ``shapes["feats_t"]``).
+        mid_channels: ABF residual channels; None = min(512, in_channels[-1]) as in the
+            public code (256 for Detectron2 FPNs).
+        pool_sizes: HCL pooled sizes (paper: 4, 2, 1).
+    """
+
+    NAME = "reviewkd"
+    INPUTS = ("feats_s", "feats_t")
+
+    def __init__(self, in_channels, out_channels, mid_channels: int | None = None,
+                 pool_sizes: Sequence[int] = (4, 2, 1)):
+        super().__init__()
+        self.in_channels = check_channels(self.NAME, "in_channels", in_channels)
+        self.out_channels = check_channels(self.NAME, "out_channels", out_channels)
+        if len(self.in_channels) != len(self.out_channels):
+            raise ValueError(f"{self.NAME}: 'in_channels' has {len(self.in_channels)} levels but 'out_channels' "
+                             f"has {len(self.out_channels)}.")
+        mid = min(512, self.in_channels[-1]) if mid_channels is None else mid_channels
+        if isinstance(mid, bool) or not isinstance(mid, int) or mid <= 0:
+            raise ValueError(f"{self.NAME}: parameter 'mid_channels' must be a positive int, got {mid_channels!r}.")
+        if any(isinstance(k, bool) or not isinstance(k, int) or k <= 0 for k in pool_sizes):
+            raise ValueError(f"{self.NAME}: parameter 'pool_sizes' must hold positive ints, got {pool_sizes!r}.")
+        self.mid_channels, self.pool_sizes = mid, tuple(pool_sizes)
+        last = len(self.in_channels) - 1
+        self.abfs = nn.ModuleList(ABF(c_in, mid, c_out, fuse=i < last)
+                                  for i, (c_in, c_out) in enumerate(zip(self.in_channels, self.out_channels)))
+
+    @classmethod
+    def shape_params(cls, shapes) -> dict:
+        out = {}
+        if "feats_s" in shapes:
+            out["in_channels"] = channel_list(shapes["feats_s"])
+        if "feats_t" in shapes:
+            out["out_channels"] = channel_list(shapes["feats_t"])
+        return out
+
+    def fuse(self, maps_s: list[Tensor], sizes_t: list) -> list[Tensor]:
+        """Run the ABF chain, coarsest level first; returns predictions finest first."""
+        outputs, residual = [None] * len(maps_s), None
+        for i in reversed(range(len(maps_s))):
+            outputs[i], residual = self.abfs[i](maps_s[i], residual, sizes_t[i])
+        return outputs
+
+    @fp32_math
+    def forward(self, feats_s, feats_t) -> Tensor:
+        """Lists (or ordered dicts) of (B, C_l, H_l, W_l) maps, finest first -> 0-dim loss."""
+        names, maps_s, maps_t = split_feature_pair(self.NAME, feats_s, feats_t)
+        if len(maps_s) != len(self.abfs):
+            raise ValueError(f"{self.NAME}: got {len(maps_s)} levels but the loss was built for {len(self.abfs)}.")
+        for name, s, t, c_in, c_out in zip(names, maps_s, maps_t, self.in_channels, self.out_channels):
+            if s.shape[1] != c_in or t.shape[1] != c_out:
+                raise ValueError(f"{self.NAME}: level {name!r} has {s.shape[1]} student / {t.shape[1]} teacher "
+                                 f"channels but the loss was built for {c_in} / {c_out}.")
+        if maps_s[0].shape[0] == 0:
+            return graph_zero(maps_s, maps_t, self)
+        dtype = module_dtype(self)
+        preds = self.fuse([cast(s, dtype) for s in maps_s], [t.shape[-2:] for t in maps_t])
+        return hcl_loss(preds, [cast(t, dtype) for t in maps_t], self.pool_sizes)

@@ -1,0 +1,35 @@
+"""Shared fixtures. Tests run on CPU; anything needing CUDA is skipped without it."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory):
+    """A tiny shapes dataset root (16 train / 8 val images) for fast end-to-end runs."""
+    from kd_det.data.shapes import make_shapes
+
+    root = str(tmp_path_factory.mktemp("datasets"))
+    make_shapes(root, {"train": (16, 1), "val": (8, 2)})
+    return root
+
+
+# Overrides that make a shapes config train in about a second per iteration on CPU.
+TINY_OPTS = [
+    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()",
+    "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+    "MODEL.RPN.POST_NMS_TOPK_TEST", "50", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+    "DATALOADER.NUM_WORKERS", "0",
+]
+
+
+def run_tool(script, args, datasets_root, timeout=600):
+    """Run ``tools/<script>`` in a fresh interpreter; returns CompletedProcess (text)."""
+    env = dict(os.environ, DETECTRON2_DATASETS=datasets_root, OMP_NUM_THREADS="2")
+    return subprocess.run([sys.executable, os.path.join(REPO, "tools", script), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,78 @@
+"""End to end through the real command line: train a few iterations, evaluate, --eval-only."""
+import json
+import math
+import os
+
+import pytest
+
+from conftest import TINY_OPTS, run_tool
+
+CFG = "configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml"
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_shapes, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("train"))
+    r = run_tool("train_net.py", ["--config-file", CFG, "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3",
+                                  "OUTPUT_DIR", out, *TINY_OPTS], tiny_shapes)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return out
+
+
+def test_training_writes_outputs(trained):
+    files = os.listdir(trained)
+    for name in ("model_final.pth", "model_0000002.pth", "last_checkpoint", "metrics.json", "config.yaml"):
+        assert name in files, files
+    assert any(f.startswith("events.out.tfevents") for f in files)
+    with open(os.path.join(trained, "last_checkpoint")) as f:
+        assert f.read().strip() == "model_final.pth"
+    with open(os.path.join(trained, "metrics.json")) as f:
+        rows = [json.loads(line) for line in f]
+    losses = [r["total_loss"] for r in rows if "total_loss" in r]
+    assert losses and all(math.isfinite(v) for v in losses)
+    assert any("bbox/AP" in r for r in rows)  # the final evaluation reached metrics.json
+
+
+def test_evaluation_is_finite(trained):
+    with open(os.path.join(trained, "evaluation.json")) as f:
+        ev = json.load(f)
+    bbox = ev["results"]["shapes_val"]["bbox"]
+    assert ev["mode"] == "train" and ev["iteration"] == 6  # final evaluation, after MAX_ITER iterations
+    for k in ("AP", "AP50", "AP75"):
+        assert math.isfinite(bbox[k]) and 0 <= bbox[k] <= 100
+    with open(os.path.join(trained, "inference", "shapes_val", "coco_instances_results.json")) as f:
+        assert len(json.load(f)) > 0  # SCORE_THRESH_TEST 0: the model does output boxes
+
+
+def test_eval_only_reproduces(trained, tiny_shapes, tmp_path):
+    r = run_tool("train_net.py", ["--config-file", CFG, "--eval-only", "MODEL.WEIGHTS",
+                                  os.path.join(trained, "model_final.pth"), "OUTPUT_DIR", str(tmp_path), *TINY_OPTS],
+                 tiny_shapes)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with open(os.path.join(tmp_path, "evaluation.json")) as f:
+        ev = json.load(f)
+    with open(os.path.join(trained, "evaluation.json")) as f:
+        ref = json.load(f)
+    assert ev["mode"] == "eval-only"
+    assert ev["results"] == ref["results"]
+
+    def dets(d):
+        with open(os.path.join(d, "inference", "shapes_val", "coco_instances_results.json")) as f:
+            return sorted((r["image_id"], r["category_id"], round(r["score"], 5)) for r in json.load(f))
+
+    assert dets(str(tmp_path)) == dets(trained)
+
+
+def test_missing_dataset_is_one_sentence(tmp_path):
+    r = run_tool("train_net.py", ["--config-file", CFG, "DATASETS.TRAIN", '("coco_2017_train",)',
+                                  "OUTPUT_DIR", str(tmp_path)], str(tmp_path / "nowhere"))
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1, r.stderr
+    assert "coco_2017_train" in err[0] and "DETECTRON2_DATASETS" in err[0] and "does not exist" in err[0]
+
+
+def test_unknown_override_is_one_sentence(tmp_path, tiny_shapes):
+    r = run_tool("train_net.py", ["--config-file", CFG, "SOLVER.NOT_A_KEY", "1"], tiny_shapes)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "SOLVER.NOT_A_KEY" in r.stderr
