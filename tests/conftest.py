@@ -18,8 +18,7 @@ def tiny_shapes(tmp_path_factory):
     return root
 
 
-# Overrides that make a shapes config train in about a second per iteration on CPU.
-TINY_OPTS = [
+_TINY_OPTS = [
     "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()",
     "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
     "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
@@ -28,8 +27,19 @@ TINY_OPTS = [
 ]
 
 
-def run_tool(script, args, datasets_root, timeout=600):
-    """Run ``tools/<script>`` in a fresh interpreter; returns CompletedProcess (text)."""
+@pytest.fixture(scope="session")
+def tiny_opts():
+    """Config overrides that make a shapes config train in about a second per iteration on CPU."""
+    return list(_TINY_OPTS)
+
+
+def _run_tool(script, args, datasets_root, timeout=600):
     env = dict(os.environ, DETECTRON2_DATASETS=datasets_root, OMP_NUM_THREADS="2")
     return subprocess.run([sys.executable, os.path.join(REPO, "tools", script), *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def run_tool():
+    """``run_tool(script, args, datasets_root)``: run ``tools/<script>`` in a fresh interpreter."""
+    return _run_tool

@@ -7,6 +7,7 @@ from detectron2.engine import DefaultTrainer
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
+from .. import modeling  # noqa: F401  (registers DistillRCNN and the extra backbones)
 from ..evaluation.evaluator import COCOBoxEvaluator
 
 __all__ = ["Trainer", "write_evaluation"]

@@ -5,16 +5,14 @@ import os
 
 import pytest
 
-from conftest import TINY_OPTS, run_tool
-
 CFG = "configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml"
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_shapes, tmp_path_factory):
+def trained(tiny_shapes, tmp_path_factory, run_tool, tiny_opts):
     out = str(tmp_path_factory.mktemp("train"))
     r = run_tool("train_net.py", ["--config-file", CFG, "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3",
-                                  "OUTPUT_DIR", out, *TINY_OPTS], tiny_shapes)
+                                  "OUTPUT_DIR", out, *tiny_opts], tiny_shapes)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out
 
@@ -44,9 +42,9 @@ def test_evaluation_is_finite(trained):
         assert len(json.load(f)) > 0  # SCORE_THRESH_TEST 0: the model does output boxes
 
 
-def test_eval_only_reproduces(trained, tiny_shapes, tmp_path):
+def test_eval_only_reproduces(trained, tiny_shapes, tmp_path, run_tool, tiny_opts):
     r = run_tool("train_net.py", ["--config-file", CFG, "--eval-only", "MODEL.WEIGHTS",
-                                  os.path.join(trained, "model_final.pth"), "OUTPUT_DIR", str(tmp_path), *TINY_OPTS],
+                                  os.path.join(trained, "model_final.pth"), "OUTPUT_DIR", str(tmp_path), *tiny_opts],
                  tiny_shapes)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     with open(os.path.join(tmp_path, "evaluation.json")) as f:
@@ -63,7 +61,7 @@ def test_eval_only_reproduces(trained, tiny_shapes, tmp_path):
     assert dets(str(tmp_path)) == dets(trained)
 
 
-def test_missing_dataset_is_one_sentence(tmp_path):
+def test_missing_dataset_is_one_sentence(tmp_path, run_tool):
     r = run_tool("train_net.py", ["--config-file", CFG, "DATASETS.TRAIN", '("coco_2017_train",)',
                                   "OUTPUT_DIR", str(tmp_path)], str(tmp_path / "nowhere"))
     assert r.returncode == 2
@@ -72,7 +70,7 @@ def test_missing_dataset_is_one_sentence(tmp_path):
     assert "coco_2017_train" in err[0] and "DETECTRON2_DATASETS" in err[0] and "does not exist" in err[0]
 
 
-def test_unknown_override_is_one_sentence(tmp_path, tiny_shapes):
+def test_unknown_override_is_one_sentence(tmp_path, tiny_shapes, run_tool):
     r = run_tool("train_net.py", ["--config-file", CFG, "SOLVER.NOT_A_KEY", "1"], tiny_shapes)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
     assert "SOLVER.NOT_A_KEY" in r.stderr

@@ -1,0 +1,138 @@
+"""DistillRCNN: structure of a training step, frozen teacher, student-only inference, bad input."""
+import os
+
+import pytest
+import torch
+
+import kd_det  # noqa: F401
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from kd_det.engine.setup import load_config
+from kd_det.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SMALL = ["MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64",
+         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16"]
+
+
+@pytest.fixture(scope="module")
+def teacher_files(tmp_path_factory):
+    """A small R-18 teacher config and a weights file saved from it (random init)."""
+    d = tmp_path_factory.mktemp("teacher")
+    cfg_file = d / "teacher.yaml"
+    cfg_file.write_text(f'_BASE_: "{REPO}/configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml"\n'
+                        "MODEL:\n  FPN: {OUT_CHANNELS: 48}\n  ROI_BOX_HEAD: {FC_DIM: 96}\n")
+    torch.manual_seed(0)
+    teacher = build_model(load_config(str(cfg_file)))
+    DetectionCheckpointer(teacher, save_dir=str(d)).save("model_final")
+    return str(cfg_file), str(d / "model_final.pth")
+
+
+def distill_cfg(teacher_files, losses, weights=None, extra=(), base="configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml"):
+    cfg_file, weights_file = teacher_files
+    opts = ["MODEL.META_ARCHITECTURE", "DistillRCNN", "KD.TEACHER.CONFIG_FILE", cfg_file,
+            "KD.TEACHER.WEIGHTS", weights_file, "KD.LOSSES", str(losses),
+            "KD.LOSS_WEIGHTS", str(weights or [1.0] * len(losses)), *SMALL, *extra]
+    return load_config(os.path.join(REPO, base), opts)
+
+
+def batch(n=2):
+    g = torch.Generator().manual_seed(1)
+    out = []
+    for i in range(n):
+        inst = Instances((128, 160))
+        inst.gt_boxes = Boxes(torch.tensor([[10.0, 12.0, 60.0, 70.0], [80.0, 20.0, 120.0, 50.0]]))
+        inst.gt_classes = torch.tensor([0, 2])
+        out.append({"image": torch.randint(0, 255, (3, 128, 160), generator=g).float(), "height": 128,
+                    "width": 160, "image_id": i, "instances": inst})
+    return out
+
+
+def count_calls(module):
+    calls = []
+    module.register_forward_hook(lambda *a: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("losses", [["dcd"], ["ckd", "reviewkd"], ["dkd"], ["kd", "fitnet"], ["fgfi"], ["msd"]])
+def test_one_step_structure(teacher_files, losses):
+    base = {"dcd": "configs/shapes/distill/dcd.yaml", "msd": "configs/shapes/distill/msd.yaml"}.get(
+        losses[0], "configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml")
+    model = build_model(distill_cfg(teacher_files, losses, base=base))
+    model.train()
+    assert not model.teacher.training  # eval() whatever train() is called on the wrapper
+    s_calls, t_calls = count_calls(model.roi_heads.box_head), count_calls(model.teacher.roi_heads.box_head)
+    t_rpn = count_calls(model.teacher.proposal_generator)
+    with EventStorage():
+        out = model(batch())
+    assert (len(s_calls), len(t_calls), len(t_rpn)) == (1, 1, 0)
+    for name in losses:
+        assert torch.isfinite(out[f"loss_{name}"]), name
+    assert {"loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"} <= set(out)
+    sum(out.values()).backward()
+    assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
+    assert any(p.grad is not None for p in model.backbone.parameters())
+    assert not any(k.startswith("teacher") for k in model.state_dict())  # teacher reloads from its own file
+    if list(model.distill.parameters()):
+        assert any(p.grad is not None for p in model.distill.parameters())
+
+
+def test_teacher_sees_student_rois(teacher_files):
+    """The teacher's box head pools exactly the student's sampled proposals."""
+    model = build_model(distill_cfg(teacher_files, ["kd"])).train()
+    seen = {}
+    model.roi_heads.box_pooler.register_forward_hook(lambda m, i, o: seen.update(s=i[1]) and None)
+    model.teacher.roi_heads.box_pooler.register_forward_hook(lambda m, i, o: seen.update(t=i[1]) and None)
+    with EventStorage():
+        model(batch())
+    assert len(seen["s"]) == 2
+    for bs, bt in zip(seen["s"], seen["t"]):
+        assert torch.equal(bs.tensor, bt.tensor)
+
+
+def test_inference_is_the_students(teacher_files, tmp_path):
+    cfg = distill_cfg(teacher_files, ["ckd", "reviewkd"])
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("distilled")
+    plain_cfg = cfg.clone()
+    plain_cfg.defrost()
+    plain_cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    plain = build_model(plain_cfg).eval()
+    DetectionCheckpointer(plain).load(str(tmp_path / "distilled.pth"))
+    inputs = [{k: v for k, v in x.items() if k != "instances"} for x in batch(1)]
+    with torch.no_grad():
+        a, b = model(inputs)[0]["instances"], plain(inputs)[0]["instances"]
+    assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor) and torch.equal(a.scores, b.scores)
+
+
+def _error(teacher_files, match, losses=("kd",), extra=()):
+    with pytest.raises(ConfigError, match=match):
+        build_model(distill_cfg(teacher_files, list(losses), extra=list(extra)))
+
+
+def test_bad_teacher_inputs(teacher_files, tmp_path):
+    cfg_file, weights = teacher_files
+    _error(teacher_files, r"KD\.TEACHER\.CONFIG_FILE .*nope\.yaml does not exist",
+           extra=["KD.TEACHER.CONFIG_FILE", str(tmp_path / "nope.yaml")])
+    _error(teacher_files, r"KD\.TEACHER\.WEIGHTS .*nope\.pth does not exist",
+           extra=["KD.TEACHER.WEIGHTS", str(tmp_path / "nope.pth")])
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(open(weights, "rb").read()[:1000])
+    _error(teacher_files, r"broken\.pth cannot be read", extra=["KD.TEACHER.WEIGHTS", str(broken)])
+    other = tmp_path / "other.yaml"
+    other.write_text(f'_BASE_: "{cfg_file}"\nMODEL:\n  ROI_HEADS: {{NUM_CLASSES: 5}}\n')
+    _error(teacher_files, r"NUM_CLASSES 5 but the student has 3", extra=["KD.TEACHER.CONFIG_FILE", str(other)])
+    wider = tmp_path / "wider.yaml"
+    wider.write_text(f'_BASE_: "{cfg_file}"\nMODEL:\n  FPN: {{OUT_CHANNELS: 64}}\n')
+    _error(teacher_files, r"matches only \d+% of the teacher's", extra=["KD.TEACHER.CONFIG_FILE", str(wider)])
+
+
+def test_bad_loss_inputs(teacher_files):
+    _error(teacher_files, r"Unknown loss 'nope'; known losses: ckd, crd, dcd", losses=["nope"])
+    _error(teacher_files, r"KD\.FEATURE_LEVELS names \['p7'\]", losses=["reviewkd"],
+           extra=["KD.FEATURE_LEVELS", "['p5', 'p7']"])
+    _error(teacher_files, r"KD\.LOSS_WEIGHTS has 1 entries but KD\.LOSSES has 2", losses=["kd", "dkd"],
+           extra=["KD.LOSS_WEIGHTS", "[1.0]"])
