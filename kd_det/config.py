@@ -52,7 +52,10 @@ def add_kd_config(cfg):
 
 def get_cfg():
     """Detectron2 defaults + every kd_det key. Returns a mutable CfgNode."""
+    from .modeling.mobilenetv2 import add_mobilenet_config
+
     cfg = _d2_get_cfg()
     add_kd_det_config(cfg)
+    add_mobilenet_config(cfg)
     add_kd_config(cfg)
     return cfg

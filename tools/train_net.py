@@ -6,6 +6,7 @@ Same command line as Detectron2's tools/train_net.py::
     python tools/train_net.py --config-file configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml
     python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS output/model_final.pth
     python tools/train_net.py --config-file CFG --num-gpus 8 [--resume] [KEY VALUE ...]
+    python tools/train_net.py --config-file DISTILL_CFG --eval-teacher   # teacher row, same evaluator
 
 On a machine without GPUs ``--num-gpus N`` starts N CPU processes (Gloo).
 """
@@ -15,12 +16,14 @@ import kd_det  # noqa: F401  (applies kd_det.compat before Detectron2 is importe
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser
 
-from kd_det.engine import Trainer, launch, setup
+from kd_det.engine import Trainer, evaluate_teacher, launch, setup
 from kd_det.errors import UserError
 
 
 def main(args):
     cfg = setup(args)
+    if args.eval_teacher:
+        return evaluate_teacher(cfg)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
@@ -32,6 +35,8 @@ def main(args):
 
 def cli(argv=None):
     parser = default_argument_parser()
+    parser.add_argument("--eval-teacher", action="store_true",
+                        help="evaluate the KD.TEACHER model with the same evaluator (OUTPUT_DIR/teacher_eval/)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of input errors")
     args = parser.parse_args(argv)
     try:

@@ -10,7 +10,7 @@ from detectron2.utils.events import get_event_storage
 from .. import modeling  # noqa: F401  (registers DistillRCNN and the extra backbones)
 from ..evaluation.evaluator import COCOBoxEvaluator
 
-__all__ = ["Trainer", "write_evaluation"]
+__all__ = ["Trainer", "evaluate_teacher", "write_evaluation"]
 
 
 def write_evaluation(cfg, results, path=None):
@@ -53,3 +53,27 @@ class Trainer(DefaultTrainer):
         by_dataset = {cfg.DATASETS.TEST[0]: results} if len(cfg.DATASETS.TEST) == 1 else results
         write_evaluation(cfg, dict(by_dataset))
         return results
+
+
+def evaluate_teacher(cfg):
+    """Evaluate the teacher of ``cfg`` (KD.TEACHER.*) with the student's evaluator and test sets.
+
+    Writes ``OUTPUT_DIR/teacher_eval/{config.yaml,evaluation.json}`` with KD.LABEL.METHOD "teacher",
+    so reports carry a teacher row measured by the same code as the students.
+    """
+    from ..modeling.teacher import build_teacher
+
+    teacher, tcfg, identity = build_teacher(cfg)
+    tcfg = tcfg.clone()
+    tcfg.defrost()
+    tcfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, "teacher_eval")
+    tcfg.DATASETS.TEST = cfg.DATASETS.TEST
+    tcfg.TEST.EVAL_BACKEND = cfg.TEST.EVAL_BACKEND
+    tcfg.KD.LABEL.TEACHER, tcfg.KD.LABEL.STUDENT = cfg.KD.LABEL.TEACHER, cfg.KD.LABEL.STUDENT
+    tcfg.KD.LABEL.METHOD = "teacher"
+    tcfg.freeze()
+    if comm.is_main_process():
+        os.makedirs(tcfg.OUTPUT_DIR, exist_ok=True)
+        with open(os.path.join(tcfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+            f.write(tcfg.dump())
+    return Trainer.test(tcfg, teacher)

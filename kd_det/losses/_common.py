@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "LossModule", "fp32_math", "cast", "compute_dtype", "module_dtype", "graph_zero",
-    "set_finite_check", "check_finite", "check_positive", "check_nonnegative",
+    "set_finite_check", "check_finite", "check_chunk", "row_logsumexp", "check_positive", "check_nonnegative",
     "check_logit_pair", "check_same_rows", "split_features", "split_feature_pair", "channel_list",
     "check_channels",
 ]
@@ -35,7 +35,8 @@ def set_finite_check(enabled: bool) -> bool:
     """Turn the non-finite input check on or off for every loss; returns the previous setting.
 
     The check (``torch.isfinite(x).all()``) costs one pass over each input and, on a GPU,
-    one host-device synchronisation per input. It is on by default.
+    one host-device synchronisation per input; the range checks of integer inputs (DKD
+    ``target``, CRD ``index``) go with it. It is on by default.
     """
     global _FINITE_CHECK
     previous, _FINITE_CHECK = _FINITE_CHECK, bool(enabled)
@@ -88,24 +89,22 @@ def graph_zero(*things) -> Tensor:
     gradients are exactly 0, and every learnable part still takes part in backward (which
     keeps DistributedDataParallel from reporting unused parameters).
     """
-    total = None
+    tensors = []
     for thing in things:
-        tensors = []
         if isinstance(thing, nn.Module):
-            tensors = [p for p in thing.parameters() if p.requires_grad]
+            tensors += [p for p in thing.parameters() if p.requires_grad]
         elif isinstance(thing, Tensor):
-            tensors = [thing]
+            tensors.append(thing)
         elif isinstance(thing, Mapping):
-            tensors = [t for t in thing.values() if isinstance(t, Tensor)]
+            tensors += [t for t in thing.values() if isinstance(t, Tensor)]
         elif isinstance(thing, (list, tuple)):
-            tensors = [t for t in thing if isinstance(t, Tensor)]
-        for t in tensors:
-            if t.is_floating_point():
-                term = t.sum() * 0.0
-                total = term if total is None else total + term.to(total.dtype)
-    if total is None:
-        return torch.zeros(())
-    return total.float() if total.dtype not in (torch.float32, torch.float64) else total
+            tensors += [t for t in thing if isinstance(t, Tensor)]
+    tensors = [t for t in tensors if t.is_floating_point()]
+    dtype = compute_dtype(*tensors)
+    total = torch.zeros((), dtype=dtype, device=tensors[0].device if tensors else None)
+    for t in tensors:
+        total = total + cast(t.sum(), dtype) * 0.0
+    return total
 
 
 # ----------------------------------------------------------------------------- validation
@@ -113,6 +112,12 @@ def check_finite(loss: str, key: str, x: Tensor) -> None:
     """Raise ``ValueError`` if ``x`` holds NaN or Inf (skipped when the check is turned off)."""
     if _FINITE_CHECK and x.numel() and x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{loss}: input '{key}' contains non-finite values (NaN or Inf).")
+
+
+def check_chunk(loss: str, chunk_size) -> None:
+    """Raise ``ValueError`` unless ``chunk_size`` is an int >= 0 (0 = never block)."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 0:
+        raise ValueError(f"{loss}: parameter 'chunk_size' must be an int >= 0 (0 = never block), got {chunk_size!r}.")
 
 
 def check_positive(loss: str, key: str, value) -> None:

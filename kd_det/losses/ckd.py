@@ -8,7 +8,8 @@ anchor, its own student row ``s_i`` the positive and the other samples' student 
 .. math::
 
     \\mathcal{L}_{CKD} = -\\frac{1}{N} \\sum_{i=1}^{N}
-        \\log \\frac{\\exp(\\hat t_i^\\top \\hat s_i / \\tau)}{\\sum_{j=1}^{N} \\exp(\\hat t_i^\\top \\hat s_j / \\tau)},
+        \\log \\frac{\\exp(\\hat t_i^\\top \\hat s_i / \\tau)}
+                   {\\sum_{j=1}^{N} \\exp(\\hat t_i^\\top \\hat s_j / \\tau)},
     \\qquad \\hat x = x / \\|x\\|_2
 
 i.e. cross-entropy of ``sim = t_norm @ s_norm.T / tau`` (rows = teacher anchors) with
@@ -21,28 +22,22 @@ Paper settings: tau = 1.0; loss weight 0.1 on the R-CNN class logits for detecti
 No KD term is added by the public code.
 
 Memory: the N x N similarity is built in blocks of ``chunk_size`` rows (with activation
-checkpointing) once N exceeds it, so 8,192 RoIs need one 2,048 x 8,192 block at a time
-instead of several 8,192 x 8,192 matrices.
+checkpointing) once N exceeds it (default 4,096: the 16-image detection step, 8,192 RoIs,
+holds one 4,096 x 8,192 block at a time instead of several 8,192 x 8,192 matrices).
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import (LossModule, cast, check_logit_pair, check_positive, compute_dtype, fp32_math, graph_zero,
-                      row_logsumexp)
+from ._common import (LossModule, cast, check_chunk, check_logit_pair, check_positive, compute_dtype, fp32_math,
+                      graph_zero, row_logsumexp)
 
 __all__ = ["ckd_loss", "CKDLoss"]
 
 
-def _check_chunk(loss: str, chunk_size) -> None:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 0:
-        raise ValueError(f"{loss}: parameter 'chunk_size' must be an int >= 0 (0 = never block), got {chunk_size!r}.")
-
-
 @fp32_math
-def ckd_loss(logits_s: Tensor, logits_t: Tensor, temperature: float = 1.0, chunk_size: int = 2048) -> Tensor:
+def ckd_loss(logits_s: Tensor, logits_t: Tensor, temperature: float = 1.0, chunk_size: int = 4096) -> Tensor:
     """Sample-wise contrastive loss on L2-normalised logits.
 
     Args:
@@ -52,10 +47,10 @@ def ckd_loss(logits_s: Tensor, logits_t: Tensor, temperature: float = 1.0, chunk
         chunk_size: rows per block of the N x N similarity; 0 = never block.
 
     Returns:
-        0-dim tensor; N = 0 gives a graph-connected 0, N = 1 gives exactly 0.
+        0-dim tensor; N = 0 gives a graph-connected 0, N = 1 gives 0 (up to rounding).
     """
     check_positive("ckd", "temperature", temperature)
-    _check_chunk("ckd", chunk_size)
+    check_chunk("ckd", chunk_size)
     check_logit_pair("ckd", logits_s, logits_t)
     if logits_s.shape[0] == 0:
         return graph_zero(logits_s, logits_t)
@@ -78,10 +73,10 @@ class CKDLoss(LossModule):
     NAME = "ckd"
     INPUTS = ("logits_s", "logits_t")
 
-    def __init__(self, temperature: float = 1.0, chunk_size: int = 2048):
+    def __init__(self, temperature: float = 1.0, chunk_size: int = 4096):
         super().__init__()
         check_positive(self.NAME, "temperature", temperature)
-        _check_chunk(self.NAME, chunk_size)
+        check_chunk(self.NAME, chunk_size)
         self.temperature, self.chunk_size = float(temperature), int(chunk_size)
 
     def forward(self, logits_s: Tensor, logits_t: Tensor) -> Tensor:

@@ -56,7 +56,8 @@ class DistillLoss(nn.Module):
                 build_loss(name)  # raises the registry's one-sentence error
             cls = LOSS_REGISTRY[name]
             weight = spec.get("weight", 1.0)
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            if (isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight)
+                    or weight < 0):
                 raise ValueError(f"{name}: spec key 'weight' must be a finite number >= 0, got {weight!r}.")
             inputs = dict(spec.get("inputs") or {})
             bad = sorted(set(inputs) - set(cls.INPUTS))

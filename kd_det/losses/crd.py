@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import (LossModule, cast, check_positive, check_same_rows, fp32_math, graph_zero, module_dtype)
+from . import _common
+from ._common import LossModule, cast, check_positive, check_same_rows, fp32_math, graph_zero, module_dtype
 
 __all__ = ["CRDLoss"]
 
@@ -52,8 +53,9 @@ class CRDLoss(LossModule):
         nce_k: negatives per sample (paper: 16384).
         nce_t: temperature tau (paper: 0.07).
         nce_momentum: memory momentum m (paper: 0.5).
-        score_mode: "auto", "gather" (index the bank: N x (K+1) x D floats) or "bank"
-            (score the whole bank: N_data x N floats); same values, "auto" picks the smaller.
+        score_mode: "auto", "gather" (copy the drawn rows: N x (K+1) x D floats) or "bank"
+            (score each distinct drawn row once: U x (D + N) floats, U <= min(N_data, N (K+1)));
+            same values, "auto" picks the smaller.
 
     Inputs:
         emb_s: (N, D_s) student penultimate features; emb_t: (N, D_t) teacher ones.
@@ -98,10 +100,14 @@ class CRDLoss(LossModule):
     def _scores(self, memory: Tensor, v: Tensor, idx: Tensor) -> Tensor:
         """exp(<memory[idx[i, k]], v_i> / tau) -> (N, K + 1)."""
         n, k1 = idx.shape
-        use_bank = self.score_mode == "bank" or (
-            self.score_mode == "auto" and self.num_samples * n < k1 * n * memory.shape[1])
+        dim = memory.shape[1]
+        rows = min(self.num_samples, n * k1)                                  # distinct rows, at most
+        use_bank = self.score_mode == "bank" or (self.score_mode == "auto" and rows * (dim + n) < n * k1 * dim)
         if use_bank:
-            dots = (v @ memory.t()).gather(1, idx)                            # (N, N_data) -> (N, K + 1)
+            # score each distinct bank row once; memory[uniq] is a copy, so the in-place bank
+            # update after the forward cannot touch what backward needs
+            uniq, inverse = torch.unique(idx, return_inverse=True)
+            dots = (v @ memory[uniq].t()).gather(1, inverse)                   # (N, U) -> (N, K + 1)
         else:
             dots = torch.bmm(memory[idx.reshape(-1)].view(n, k1, -1), v.unsqueeze(2)).squeeze(2)
         return torch.exp(dots / self.nce_t)
@@ -119,7 +125,7 @@ class CRDLoss(LossModule):
                                            or contrast_index.shape != (n, self.nce_k + 1)):
             raise ValueError(f"{self.NAME}: input 'contrast_index' must be an int64 tensor of shape "
                              f"({n}, {self.nce_k + 1}).")
-        if n and (int(index.min()) < 0 or int(index.max()) >= self.num_samples):
+        if _common._FINITE_CHECK and n and (int(index.min()) < 0 or int(index.max()) >= self.num_samples):
             raise ValueError(f"{self.NAME}: 'index' holds values outside [0, {self.num_samples - 1}].")
 
     @fp32_math

@@ -41,9 +41,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._common import (LossModule, cast, check_nonnegative, check_positive, check_same_rows, compute_dtype,
-                      fp32_math, graph_zero, module_dtype, row_logsumexp)
-from .ckd import _check_chunk
+from ._common import (LossModule, cast, check_chunk, check_nonnegative, check_positive, check_same_rows,
+                      compute_dtype, fp32_math, graph_zero, module_dtype)
 
 __all__ = ["dcd_loss", "DCDLoss"]
 
@@ -58,22 +57,24 @@ def _direction(loss: str, kl_direction: str) -> str:
     return _DIRECTIONS[kl_direction]
 
 
-def _kl_sum(log_ps: Tensor, log_pt: Tensor, direction: str) -> Tensor:
-    """Sum over rows and columns of KL between row distributions given as logs."""
-    if direction == "student_teacher":
-        return (log_ps.exp() * (log_ps - log_pt)).sum()
-    return (log_pt.exp() * (log_pt - log_ps)).sum()
+def _rows_block(x_rows: Tensor, y_rows: Tensor, x: Tensor, y: Tensor, scale, bias):
+    """One block of rows I of ``l = s x y^T + b`` (all N columns).
 
-
-def _kl_block(zs_rows, zt_rows, z_s, z_t, scale, bias, r_rows, c_rows, direction):
-    log_ps = (zs_rows @ z_t.t()) * scale + bias - r_rows.unsqueeze(1)   # log p^S_i(j), i in block
-    log_pt = (zt_rows @ z_s.t()) * scale + bias - c_rows.unsqueeze(1)   # log p^T_i(j) = l_ji - c_i
-    return _kl_sum(log_ps, log_pt, direction)
+    Returns:
+        (row log-sum-exp of the block (|I|,), column log-sum-exp over the block's rows (N,),
+        ``s * (sum(x_I * (P_I @ y)) - sum(y_I * (P_I @ x)))`` with P_I the rows' softmax).
+    """
+    logits = (x_rows @ y.t()) * scale + bias                                     # (|I|, N)
+    row_lse = torch.logsumexp(logits, dim=1)
+    col_lse = torch.logsumexp(logits, dim=0)
+    p = torch.exp(logits - row_lse.unsqueeze(1))
+    cross = scale * ((x_rows * (p @ y)).sum() - (y_rows * (p @ x)).sum())
+    return row_lse, col_lse, cross
 
 
 @fp32_math
 def dcd_loss(emb_s: Tensor, emb_t: Tensor, logit_scale=math.e, alpha: float = 0.5, bias=0.0,
-             kl_direction: str = "student_teacher", chunk_size: int = 2048) -> Tensor:
+             kl_direction: str = "student_teacher", chunk_size: int = 4096) -> Tensor:
     """In-batch contrastive CE + alpha x consistency KL on projected embeddings.
 
     Args:
@@ -86,10 +87,18 @@ def dcd_loss(emb_s: Tensor, emb_t: Tensor, logit_scale=math.e, alpha: float = 0.
         chunk_size: rows per block of the N x N logits; 0 = never block.
 
     Returns:
-        0-dim tensor; N = 0 gives a graph-connected 0, N = 1 gives exactly 0.
+        0-dim tensor; N = 0 gives a graph-connected 0, N = 1 gives 0 (up to rounding).
+
+    Computation. With ``l = s Z_s Z_t^T + b``, row / column log-sum-exps ``r`` / ``c`` and the
+    row softmax ``P``, the consistency sum needs no transposed N x N access:
+    ``sum_i KL(p^S_i || p^T_i) = s <Z_s, P Z_t> - s <Z_t, P Z_s> + sum(c) - sum(r)``
+    (expand ``log p^T_i(j) = l_ji - c_i`` and ``l_ji = s z^T_i . z^S_j + b``); the code's
+    direction is the same expression with the two sides swapped (``l`` transposed). Each
+    block of rows yields its row log-sum-exps, its part of the column log-sum-exps and its
+    part of the cross term, so the blocked mode makes one pass over the N x N matrix.
     """
     check_nonnegative("dcd", "alpha", alpha)
-    _check_chunk("dcd", chunk_size)
+    check_chunk("dcd", chunk_size)
     direction = _direction("dcd", kl_direction)
     if not isinstance(logit_scale, Tensor):
         check_positive("dcd", "logit_scale", logit_scale)
@@ -103,29 +112,25 @@ def dcd_loss(emb_s: Tensor, emb_t: Tensor, logit_scale=math.e, alpha: float = 0.
     dtype = compute_dtype(emb_s, emb_t)
     z_s = torch.nn.functional.normalize(cast(emb_s, dtype), dim=1)
     z_t = torch.nn.functional.normalize(cast(emb_t, dtype), dim=1)
-    if isinstance(logit_scale, Tensor):
-        logit_scale = cast(logit_scale, dtype)
-    if isinstance(bias, Tensor):
-        bias = cast(bias, dtype)
+    scale = cast(logit_scale, dtype) if isinstance(logit_scale, Tensor) else logit_scale
+    bias = cast(bias, dtype) if isinstance(bias, Tensor) else bias
 
+    # Rows of l (student anchors) for the paper's direction, rows of l^T for the code's: the
+    # KL sum then has the same form, sum(cross) + sum(col_lse) - sum(row_lse).
+    x, y = (z_s, z_t) if direction == "student_teacher" else (z_t, z_s)
     if chunk_size <= 0 or n <= chunk_size:
-        logits = (z_s @ z_t.t()) * logit_scale + bias                      # (N, N) = l_ij
-        log_ps = logits - torch.logsumexp(logits, dim=1, keepdim=True)     # row softmax
-        log_pt = (logits - torch.logsumexp(logits, dim=0, keepdim=True)).t()  # column softmax, transposed
-        contrast = -log_ps.diagonal().mean()
-        consist = _kl_sum(log_ps, log_pt, direction) / n
-        return contrast + alpha * consist
+        row_lse, col_lse, cross = _rows_block(x, y, x, y, scale, bias)
+    else:
+        from torch.utils.checkpoint import checkpoint
 
-    from torch.utils.checkpoint import checkpoint
-
-    r = row_logsumexp(z_s, z_t, logit_scale, bias, chunk_size)          # (N,) row log-sum-exp
-    c = row_logsumexp(z_t, z_s, logit_scale, bias, chunk_size)          # (N,) column log-sum-exp
-    diag = (z_s * z_t).sum(dim=1) * logit_scale + bias
-    contrast = (r - diag).mean()
-    consist = sum(checkpoint(_kl_block, z_s[i:i + chunk_size], z_t[i:i + chunk_size], z_s, z_t, logit_scale, bias,
-                             r[i:i + chunk_size], c[i:i + chunk_size], direction, use_reentrant=False,
-                             preserve_rng_state=False)
-                  for i in range(0, n, chunk_size)) / n
+        blocks = [checkpoint(_rows_block, x[i:i + chunk_size], y[i:i + chunk_size], x, y, scale, bias,
+                             use_reentrant=False, preserve_rng_state=False) for i in range(0, n, chunk_size)]
+        row_lse = torch.cat([b[0] for b in blocks])
+        col_lse = torch.logsumexp(torch.stack([b[1] for b in blocks]), dim=0)
+        cross = sum(b[2] for b in blocks)
+    r = row_lse if direction == "student_teacher" else col_lse                  # row log-sum-exp of l
+    contrast = (r - ((z_s * z_t).sum(dim=1) * scale + bias)).mean()
+    consist = (cross + col_lse.sum() - row_lse.sum()) / n
     return contrast + alpha * consist
 
 
@@ -154,11 +159,11 @@ class DCDLoss(LossModule):
     def __init__(self, in_dim_s: int | None = None, in_dim_t: int | None = None, proj_dim: int | None = 128,
                  alpha: float = 0.5, tau_init: float = 1.0, tau_max: float = 10.0, clamp: str = "scale",
                  b_init: float = 0.0, kl_direction: str = "student_teacher", learn_temperature: bool = True,
-                 chunk_size: int = 2048):
+                 chunk_size: int = 4096):
         super().__init__()
         check_nonnegative(self.NAME, "alpha", alpha)
         check_positive(self.NAME, "tau_max", tau_max)
-        _check_chunk(self.NAME, chunk_size)
+        check_chunk(self.NAME, chunk_size)
         if clamp not in ("scale", "tau"):
             raise ValueError(f"{self.NAME}: parameter 'clamp' must be 'scale' or 'tau', got {clamp!r}.")
         self.kl_direction = _direction(self.NAME, kl_direction)

@@ -24,11 +24,10 @@ nothing underflows for confident teachers.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import (LossModule, cast, check_finite, check_logit_pair, check_nonnegative, check_positive,
-                      compute_dtype, fp32_math, graph_zero)
+from ._common import (LossModule, cast, check_logit_pair, check_nonnegative, check_positive, compute_dtype,
+                      fp32_math, graph_zero)
 from . import _common
 
 __all__ = ["dkd_loss", "dkd_terms", "DKDLoss"]
@@ -51,9 +50,10 @@ def _log_parts(logits: Tensor, target: Tensor, temperature: float):
     """Log binary distribution (N, 2) and log non-target distribution (N, C - 1)."""
     z = logits / temperature
     n, c = z.shape
-    mask = torch.ones_like(z, dtype=torch.bool).scatter_(1, target.view(-1, 1).long(), False)
-    z_other = z[mask].view(n, c - 1)
-    z_target = z.gather(1, target.view(-1, 1).long()).squeeze(1)
+    target = target.view(-1, 1).long()
+    cols = torch.arange(c - 1, device=z.device).expand(n, -1)
+    z_other = z.gather(1, cols + (cols >= target).long())             # (N, C - 1): every column but the target
+    z_target = z.gather(1, target).squeeze(1)
     lse_all = torch.logsumexp(z, dim=1)
     lse_other = torch.logsumexp(z_other, dim=1)
     log_b = torch.stack([z_target - lse_all, lse_other - lse_all], dim=1)

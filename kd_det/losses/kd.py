@@ -11,7 +11,6 @@ every RoI (foreground and background) counts.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

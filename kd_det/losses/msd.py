@@ -137,7 +137,8 @@ class MSDLoss(LossModule):
             raise ValueError(f"{self.NAME}: 'in_channels' has {len(self.in_channels)} stages but 'out_channels' "
                              f"has {len(self.out_channels)}.")
         if not grids or any(isinstance(g, bool) or not isinstance(g, int) or g <= 0 for g in grids):
-            raise ValueError(f"{self.NAME}: parameter 'grids' must be a non-empty list of positive ints, got {grids!r}.")
+            raise ValueError(f"{self.NAME}: parameter 'grids' must be a non-empty list of positive ints, "
+                             f"got {grids!r}.")
         check_positive(self.NAME, "temperature", temperature)
         if not -len(self.in_channels) <= label_stage < len(self.in_channels):
             raise ValueError(f"{self.NAME}: parameter 'label_stage' ({label_stage}) is not a valid index for "

@@ -136,3 +136,49 @@ def test_bad_loss_inputs(teacher_files):
            extra=["KD.FEATURE_LEVELS", "['p5', 'p7']"])
     _error(teacher_files, r"KD\.LOSS_WEIGHTS has 1 entries but KD\.LOSSES has 2", losses=["kd", "dkd"],
            extra=["KD.LOSS_WEIGHTS", "[1.0]"])
+
+
+STOCK_LOAD = r"""
+import sys, json, torch
+import kd_det.compat; kd_det.compat.apply()  # Python-only Detectron2 shims; no kd_det model code below
+assert "kd_det.modeling" not in sys.modules
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.checkpoint import DetectionCheckpointer
+cfg = get_cfg(); cfg.merge_from_file(sys.argv[1])
+model = build_model(cfg).eval(); DetectionCheckpointer(model).load(sys.argv[2])
+x = torch.load(sys.argv[3])
+with torch.no_grad():
+    inst = model([{"image": x, "height": 128, "width": 160}])[0]["instances"]
+torch.save({"boxes": inst.pred_boxes.tensor, "scores": inst.scores}, sys.argv[4])
+"""
+
+
+def test_export_student_loads_in_stock_detectron2(teacher_files, tmp_path):
+    import subprocess
+    import sys
+
+    from kd_det.modeling.export import export_student
+
+    cfg = distill_cfg(teacher_files, ["dcd", "reviewkd"], base="configs/shapes/distill/dcd.yaml",
+                      extra=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
+    model = build_model(cfg)
+    with torch.no_grad():  # make the weights non-trivial so a wrong load would show
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("distilled")
+    cfg_file = tmp_path / "distill.yaml"
+    cfg_file.write_text(cfg.dump())
+    ckpt, exported_cfg, dropped = export_student(str(cfg_file), str(tmp_path / "distilled.pth"), str(tmp_path / "out"))
+    assert dropped == len([k for k in model.state_dict() if k.startswith("distill.")]) > 0
+    image = batch(1)[0]["image"]
+    torch.save(image, tmp_path / "x.pt")
+    r = subprocess.run([sys.executable, "-c", STOCK_LOAD, exported_cfg, ckpt, str(tmp_path / "x.pt"),
+                        str(tmp_path / "y.pt")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    model.eval()
+    with torch.no_grad():
+        ref = model([{"image": image, "height": 128, "width": 160}])[0]["instances"]
+    got = torch.load(tmp_path / "y.pt")
+    assert len(ref) > 0
+    assert torch.equal(got["boxes"], ref.pred_boxes.tensor) and torch.equal(got["scores"], ref.scores)

@@ -90,7 +90,7 @@ def _maps(shapes, seed):
 
 # ----------------------------------------------------------------------------- tests
 def test_hcl_golden_and_weights_of_used_levels():
-    shapes = [(2, 3, 8, 8), (2, 3, 5, 7), (2, 3, 3, 3), (2, 3, 2, 6), (2, 3, 1, 1)]
+    shapes = [(2, 3, 8, 8), (2, 3, 5, 7), (2, 3, 3, 3), (2, 3, 2, 6), (2, 3, 6, 3), (2, 3, 1, 1)]
     fs, ft = _maps(shapes, 0), _maps(shapes, 1)
     expected = ref_hcl([x.double().numpy() for x in fs], [x.double().numpy() for x in ft])
     assert hcl_loss(fs, ft).item() == pytest.approx(expected, **TOL)

@@ -75,6 +75,14 @@ def test_mask_marks_the_location_of_a_gt_box():
     assert mask.sum() == 1 and bool(mask[2, 3])
 
 
+def test_mask_threshold_is_strict():
+    """IoU must exceed psi * best: an anchor at exactly half the best IoU is not imitated."""
+    anchors = torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 4.0, 2.0]])      # 1 x 2 map, A = 1
+    mask = fgfi_mask(anchors, torch.tensor([[0.0, 0.0, 4.0, 4.0]]), (1, 2), psi=0.5)
+    assert mask.tolist() == [[True, False]]
+    assert fgfi_mask(anchors, torch.tensor([[0.0, 0.0, 4.0, 4.0]]), (1, 2), psi=0.49).tolist() == [[True, True]]
+
+
 def test_mask_rejects_wrong_anchor_count():
     with pytest.raises(ValueError, match=r"^fgfi: anchors of shape \(31, 4\) do not fit a 5x6 feature map"):
         fgfi_mask(torch.zeros(31, 4), torch.zeros(1, 4), (5, 6))

@@ -1,0 +1,71 @@
+"""Export a DistillRCNN student as a plain Detectron2 GeneralizedRCNN checkpoint + config."""
+import os
+
+import torch
+
+from ..engine.setup import load_config
+from ..errors import ConfigError
+
+__all__ = ["export_student"]
+
+DISTILL_PREFIX = "distill."
+
+
+def _keep_stock_keys(cfg):
+    """Drop every key stock Detectron2's get_cfg() lacks (KD.*, DATASETS.COCO_FORMAT, ...) in place.
+
+    MODEL.MOBILENET is kept when the student uses kd_det's MobileNetV2 backbone: that backbone
+    (and its keys) need ``import kd_det.modeling`` in any case.
+    """
+    from detectron2.config import get_cfg as stock_get_cfg
+
+    keep_extra = {"MODEL.MOBILENET"} if "mobilenet" in cfg.MODEL.BACKBONE.NAME else set()
+
+    def prune(node, ref, prefix):
+        for key in list(node.keys()):
+            name = prefix + key
+            if name in keep_extra:
+                continue
+            if key not in ref:
+                del node[key]
+            elif hasattr(node[key], "keys") and hasattr(ref[key], "keys"):
+                prune(node[key], ref[key], name + ".")
+
+    prune(cfg, stock_get_cfg(), "")
+
+
+def export_student(config_file, weights, out_dir, opts=()):
+    """Write ``out_dir/model_final.pth`` (student only) and ``out_dir/config.yaml`` (GeneralizedRCNN).
+
+    Args:
+        config_file: the distillation config the checkpoint was trained with.
+        weights: a checkpoint written by train_net.py for that config.
+        out_dir: output folder (created).
+        opts: extra ``KEY VALUE`` overrides for the config.
+
+    Returns:
+        (checkpoint path, config path, number of dropped distillation tensors).
+    """
+    cfg = load_config(config_file, opts)
+    if not os.path.isfile(weights):
+        raise ConfigError(f"Checkpoint {weights} does not exist.")
+    try:
+        ckpt = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConfigError(f"Checkpoint {weights} cannot be read ({type(e).__name__}: {e}).") from None
+    model = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(model, dict):
+        raise ConfigError(f"Checkpoint {weights} holds no model state dict.")
+    student = {k: v for k, v in model.items() if not k.startswith(DISTILL_PREFIX)}
+    dropped = len(model) - len(student)
+    cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    cfg.MODEL.WEIGHTS = ""
+    _keep_stock_keys(cfg)
+    os.makedirs(out_dir, exist_ok=True)
+    ckpt_path, cfg_path = os.path.join(out_dir, "model_final.pth"), os.path.join(out_dir, "config.yaml")
+    tmp = ckpt_path + ".tmp"
+    torch.save({"model": student, "__author__": "kd_det export_student"}, tmp)
+    os.replace(tmp, ckpt_path)
+    with open(cfg_path, "w") as f:
+        f.write(cfg.dump())
+    return ckpt_path, cfg_path, dropped
