@@ -14,12 +14,16 @@ import time
 
 from kd_det.data.datasets import datasets_root
 from kd_det.data.shapes import make_shapes
-from kd_det.evaluation.runs import markdown_table, read_run
+from kd_det.evaluation.report import build_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# (label, config, extra overrides): the runs of the demo, trained in this order.
-RUNS = [
-    ("Faster R-CNN R-18-FPN", "configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml", []),
+TEACHER = ("Teacher R-34-FPN", "configs/shapes/faster_rcnn_R_34_FPN_shapes_teacher.yaml")
+# (label, config) of the students, trained after the teacher; distilled ones load its model_final.pth.
+STUDENTS = [
+    ("Student R-18-FPN (baseline)", "configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml"),
+    ("R-18 + DCD", "configs/shapes/distill/dcd.yaml"),
+    ("R-18 + CKD + ReviewKD", "configs/shapes/distill/ckd_reviewkd.yaml"),
+    ("R-18 + DKD", "configs/shapes/distill/dkd.yaml"),
 ]
 # Lines of the training log echoed to the console: ETA lines, the AP table, speed, errors.
 ECHO = re.compile(r"eta:|copypaste: |Overall training speed|Error")
@@ -48,17 +52,17 @@ def main(argv=None):
     t0 = time.time()
     print(f"Building the shapes dataset under {datasets_root()} ...")
     make_shapes(datasets_root())
-    rows = []
-    for label, config, opts in RUNS:
+    names = {}  # run dir -> label, in training order
+    teacher_weights = None
+    for label, config in [TEACHER, *STUDENTS]:
         out_dir = os.path.join(a.output, os.path.splitext(os.path.basename(config))[0])
+        opts = [] if teacher_weights is None or "/distill/" not in config else ["KD.TEACHER.WEIGHTS", teacher_weights]
         run(label, config, opts, out_dir)
-        rows.append(dict(read_run(out_dir), label=label))
-    os.makedirs(a.report, exist_ok=True)
-    table = markdown_table(rows)
-    path = os.path.join(a.report, "report.md")
-    with open(path, "w") as f:
-        f.write("# kd_det demo: COCO box AP on shapes_val\n\n" + table + "\n")
-    print("\n" + table)
+        teacher_weights = teacher_weights or os.path.join(out_dir, "model_final.pth")
+        names[out_dir] = label
+    report = build_report(list(names), a.report, names=names, title="kd_det demo: COCO box AP on shapes_val")
+    path = report["files"][0]  # report.md; report.csv and plots/ beside it
+    print("\n" + report["summary"])
     print(f"\nDemo finished in {(time.time() - t0) / 60:.1f} min. Report: {path}")
     return 0
 

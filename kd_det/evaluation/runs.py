@@ -1,43 +1,259 @@
-"""Read a run directory's own outputs (config.yaml, evaluation.json, metrics.json)."""
+"""Read a run directory's own outputs into one summary dict per run.
+
+Two kinds of runs are understood, both told apart by their ``config.yaml``:
+
+* detection (``tools/train_net.py``, a Detectron2 OUTPUT_DIR): ``config.yaml`` (labels in
+  ``KD.LABEL.*``), ``evaluation.json`` (``results: {dataset: {"bbox": {AP...}}}``) and
+  ``metrics.json`` (one JSON object per line: ``iteration``, ``total_loss``, ``loss_*``);
+* classification (``tools/train_cls.py``): ``config.yaml`` (labels in ``ROW.*``) and
+  ``metrics.json`` (one record per epoch: ``epoch``, ``train/loss_*``, ``val/top1``,
+  ``val/top5``, ``val/best_top1``).
+
+A run is never dropped: whatever is wrong with it ends up in its ``status`` ("complete",
+"incomplete" or "missing") and a one-sentence ``note``.
+"""
 import json
 import os
 
-__all__ = ["read_run", "markdown_table"]
+__all__ = ["COMPLETE", "INCOMPLETE", "MISSING", "DET_METRICS", "CLS_METRICS", "LOSS_NAMES",
+           "read_run", "read_metrics", "loss_curves", "markdown_table"]
+
+COMPLETE, INCOMPLETE, MISSING = "complete", "incomplete", "missing"
+# Headline metrics per task, in table order (percent).
+DET_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+CLS_METRICS = ("top1", "top5", "best_top1")
+# Registry name of a loss -> the papers' spelling, used when a run carries no label.
+LOSS_NAMES = {"kd": "KD", "dkd": "DKD", "ckd": "CKD", "dcd": "DCD", "reviewkd": "ReviewKD", "hcl": "ReviewKD",
+              "fitnet": "FitNet", "fgfi": "FGFI", "msd": "MSD", "crd": "CRD"}
+# Detectron2 dataset name -> the dataset column of kd_det/data/paper_results.csv.
+DATASET_ALIASES = {"coco_2017_val": "coco2017_val", "coco_2017_test-dev": "coco2017_test-dev"}
 
 
-def read_run(run_dir):
-    """Summary of one run: {"run", "status", "config": {...}, "bbox": {AP...}, "iteration"}.
+def read_metrics(path):
+    """Records of a ``metrics.json`` (one JSON object per line); unparsable lines are skipped.
 
-    ``status`` is "complete", "no evaluation" (trained but not evaluated) or "missing".
+    Returns:
+        (list of dict, int): the records and how many lines could not be parsed (e.g. a
+        line cut short by a killed run).
     """
-    out = {"run": os.path.basename(os.path.normpath(run_dir)), "dir": run_dir, "status": "missing", "bbox": {}}
-    if not os.path.isdir(run_dir):
-        return out
-    cfg_path = os.path.join(run_dir, "config.yaml")
-    if os.path.isfile(cfg_path):
-        import yaml
+    records, bad = [], 0
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                bad += 1
+                continue
+            if isinstance(rec, dict):
+                records.append(rec)
+            else:
+                bad += 1
+    return records, bad
 
-        with open(cfg_path) as f:
-            out["config"] = yaml.safe_load(f)
+
+def loss_curves(run):
+    """Training curves of a run: {name: ([x...], [y...])} for the total loss and each loss term.
+
+    Detection: ``total_loss`` and every ``loss_*`` against ``iteration``; a later record of the
+    same iteration (a resumed run) replaces the earlier one. Classification: every
+    ``train/loss_*`` (``loss_total`` included) against ``epoch``.
+    """
+    xkey, prefix = ("epoch", "train/") if run.get("task") == "classification" else ("iteration", "")
+    by_x = {}
+    for rec in run.get("records") or []:
+        if xkey not in rec:
+            continue
+        vals = {k[len(prefix):]: float(v) for k, v in rec.items()
+                if k.startswith(prefix) and isinstance(v, (int, float))
+                and (k[len(prefix):] == "total_loss" or k[len(prefix):].startswith("loss_"))}
+        if vals:
+            by_x.setdefault(rec[xkey], {}).update(vals)
+    curves = {}
+    for x in sorted(by_x):
+        for name, v in by_x[x].items():
+            xs, ys = curves.setdefault(name, ([], []))
+            xs.append(x)
+            ys.append(v)
+    return curves
+
+
+def _load_yaml(path):
+    import yaml
+
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    return data if isinstance(data, dict) else {}
+
+
+def _get(cfg, dotted, default=None):
+    node = cfg
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return default
+        node = node[key]
+    return node
+
+
+def _method_from_losses(names):
+    return "+".join(dict.fromkeys(LOSS_NAMES.get(str(n).lower(), str(n)) for n in names))
+
+
+def _det_labels(cfg):
+    """(teacher, student, method, derived?) of a detection config."""
+    teacher, student, method = (_get(cfg, f"KD.LABEL.{k}", "") or "" for k in ("TEACHER", "STUDENT", "METHOD"))
+    derived = not (method and (teacher if method == "teacher" else student))
+    if not student:
+        backbone = str(_get(cfg, "MODEL.BACKBONE.NAME", ""))
+        student = "MV2" if "mobilenet" in backbone.lower() else f"R{_get(cfg, 'MODEL.RESNETS.DEPTH', '')}"
+    if not teacher and _get(cfg, "KD.TEACHER.CONFIG_FILE"):
+        teacher = os.path.splitext(os.path.basename(_get(cfg, "KD.TEACHER.CONFIG_FILE")))[0]
+    if not method:
+        losses = _get(cfg, "KD.LOSSES") or []
+        method = _method_from_losses(losses) if losses else "student"
+    return teacher, student, method, derived
+
+
+def _cls_labels(cfg):
+    """(teacher, student, method, derived?) of a classification config."""
+    teacher, student, method = (_get(cfg, f"ROW.{k}", "") or "" for k in ("TEACHER", "STUDENT", "METHOD"))
+    derived = not (method and (teacher if method == "teacher" else student))
+    student = student or _get(cfg, "MODEL.ARCH", "") or ""
+    teacher = teacher or _get(cfg, "TEACHER.ARCH", "") or ""
+    if not method:
+        losses = [e.get("name", "?") if isinstance(e, dict) else e for e in (_get(cfg, "KD.LOSSES") or [])]
+        method = _method_from_losses(losses) if losses else "student"
+    return teacher, student, method, derived
+
+
+def _task_of(cfg, files):
+    if "ROW" in cfg or ("DATA" in cfg and "TEACHER" in cfg):
+        return "classification"
+    if "MODEL" in cfg or "evaluation.json" in files:
+        return "detection"
+    return None
+
+
+def _read_detection(out, cfg, run_dir):
+    out["dataset"] = ((_get(cfg, "DATASETS.TEST") or [None])[0]) or ""
+    max_iter = _get(cfg, "SOLVER.MAX_ITER")
+    out["max_iter"] = max_iter
+    trained = max((r["iteration"] for r in out["records"] if "iteration" in r and "total_loss" in r), default=None)
     ev_path = os.path.join(run_dir, "evaluation.json")
     if not os.path.isfile(ev_path):
-        out["status"] = "no evaluation"
+        done = f"trained to iteration {trained + 1} of {max_iter}" if trained is not None else "not trained"
+        return INCOMPLETE, f"{done}; no evaluation.json (not evaluated yet)"
+    try:
+        with open(ev_path) as f:
+            ev = json.load(f)
+        results = ev["results"]
+    except (ValueError, KeyError, TypeError):
+        return INCOMPLETE, f"{ev_path} is not a valid evaluation record"
+    dataset = out["dataset"] if out["dataset"] in results else (sorted(results)[0] if results else "")
+    bbox = (results.get(dataset) or {}).get("bbox") or {}
+    if not bbox:
+        return INCOMPLETE, f"{ev_path} holds no bbox results"
+    out["dataset"] = dataset
+    out["iteration"] = ev.get("iteration")
+    out["metrics"] = {k: bbox[k] for k in DET_METRICS if k in bbox}
+    out["per_category"] = {k[3:]: v for k, v in bbox.items() if k.startswith("AP-")}
+    if ev.get("mode") == "eval-only":
+        return COMPLETE, f"evaluation only of {ev.get('weights')}"
+    it = out["iteration"]
+    if isinstance(it, int) and isinstance(max_iter, int) and it + 1 < max_iter:
+        return INCOMPLETE, f"evaluated at iteration {it} of {max_iter} (training did not finish)"
+    return COMPLETE, ""
+
+
+def _cls_dataset(cfg):
+    """DATA.NAME, unless the class count shows other data in that format (e.g. digits as CIFAR pickles)."""
+    name, classes = _get(cfg, "DATA.NAME") or "", _get(cfg, "DATA.NUM_CLASSES")
+    known = {"cifar100": 100, "imagenet": 1000}
+    if name in known and classes not in (None, known[name]):
+        return f"{name}-format data, {classes} classes"
+    return name
+
+
+def _read_classification(out, cfg):
+    out["dataset"] = _get(cfg, "ROW.DATASET") or _cls_dataset(cfg)
+    epochs = _get(cfg, "SOLVER.EPOCHS")
+    out["max_iter"] = epochs
+    evals = [r for r in out["records"] if "val/top1" in r]
+    last_epoch = max((r.get("epoch", 0) for r in out["records"]), default=0)
+    if not evals:
+        return INCOMPLETE, f"trained {last_epoch} of {epochs} epochs; no validation top-1 in metrics.json"
+    last = evals[-1]
+    out["iteration"] = last.get("epoch")
+    out["metrics"] = {"top1": last["val/top1"], "top5": last.get("val/top5"),
+                      "best_top1": last.get("val/best_top1", last["val/top1"])}
+    out["metrics"] = {k: v for k, v in out["metrics"].items() if v is not None}
+    if isinstance(epochs, int) and last_epoch < epochs:
+        return INCOMPLETE, f"trained {last_epoch} of {epochs} epochs (last evaluation at epoch {out['iteration']})"
+    return COMPLETE, ""
+
+
+def read_run(run_dir, name=None):
+    """Summary of one run directory.
+
+    Args:
+        run_dir: a detection OUTPUT_DIR or a classification OUTPUT_DIR.
+        name: display name (default: the directory's base name).
+
+    Returns:
+        dict with "run", "dir", "status" (complete / incomplete / missing), "note", "task",
+        "dataset", "paper_dataset", "teacher", "student", "method", "labels_derived",
+        "iteration", "max_iter", "metrics" ({AP...} or {top1, top5, best_top1}),
+        "per_category" ({category: AP}), "records" (metrics.json) and "config".
+        ``bbox`` mirrors "metrics" for detection runs (kept for older callers).
+    """
+    out = {"run": name or os.path.basename(os.path.normpath(run_dir)), "dir": run_dir, "status": MISSING,
+           "note": "", "task": None, "dataset": "", "teacher": "", "student": "", "method": "",
+           "labels_derived": False, "iteration": None, "max_iter": None, "metrics": {}, "per_category": {},
+           "records": [], "config": {}, "bbox": {}}
+    if not os.path.isdir(run_dir):
+        out["note"] = f"{run_dir} is not a directory"
         return out
-    with open(ev_path) as f:
-        ev = json.load(f)
-    results = ev.get("results", {})
-    if results:
-        dataset = sorted(results)[0]
-        out.update(status="complete", dataset=dataset, bbox=results[dataset].get("bbox", {}),
-                   iteration=ev.get("iteration"))
+    files = set(os.listdir(run_dir))
+    if not files & {"config.yaml", "metrics.json", "evaluation.json"}:
+        out["note"] = f"{run_dir} holds no config.yaml, metrics.json or evaluation.json"
+        return out
+    notes = []
+    if "config.yaml" in files:
+        try:
+            out["config"] = _load_yaml(os.path.join(run_dir, "config.yaml"))
+        except Exception as e:  # noqa: BLE001 - any unreadable yaml is reported, not raised
+            notes.append(f"config.yaml is unreadable ({type(e).__name__})")
+    if "metrics.json" in files:
+        out["records"], bad = read_metrics(os.path.join(run_dir, "metrics.json"))
+        if bad:
+            notes.append(f"{bad} unparsable line(s) in metrics.json skipped")
+    cfg = out["config"]
+    out["task"] = _task_of(cfg, files) or ("classification" if any("epoch" in r for r in out["records"])
+                                           else "detection")
+    if out["task"] == "classification":
+        out["teacher"], out["student"], out["method"], out["labels_derived"] = _cls_labels(cfg)
+        status, note = _read_classification(out, cfg)
+    else:
+        out["teacher"], out["student"], out["method"], out["labels_derived"] = _det_labels(cfg)
+        status, note = _read_detection(out, cfg, run_dir)
+        out["bbox"] = dict(out["metrics"], **{f"AP-{k}": v for k, v in out["per_category"].items()})
+    if not cfg:  # Detectron2 and train_cls.py always write one: without it the run cannot be placed
+        out["teacher"] = out["student"] = out["method"] = ""
+        status, note = INCOMPLETE, "; ".join(n for n in (note, "no readable config.yaml: labels unknown") if n)
+    out["status"] = status
+    out["note"] = "; ".join([n for n in [note] + notes if n])
+    out["paper_dataset"] = DATASET_ALIASES.get(out["dataset"], out["dataset"])
     return out
 
 
-def markdown_table(rows, columns=("AP", "AP50", "AP75", "APs", "APm", "APl")):
+def markdown_table(rows, columns=DET_METRICS):
     """Markdown table of :func:`read_run` summaries (one line per run, "-" where missing)."""
     head = "| run | status | " + " | ".join(columns) + " |"
     lines = [head, "|" + "---|" * (len(columns) + 2)]
     for r in rows:
-        vals = [f"{r['bbox'][c]:.2f}" if c in r["bbox"] else "-" for c in columns]
+        m = r.get("metrics") or r.get("bbox") or {}
+        vals = [f"{m[c]:.2f}" if isinstance(m.get(c), (int, float)) else "-" for c in columns]
         lines.append(f"| {r.get('label', r['run'])} | {r['status']} | " + " | ".join(vals) + " |")
     return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""Small fake run directories in the real on-disk formats of train_net.py and train_cls.py."""
+import json
+import os
+
+DET_LOSSES = ("loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc")
+
+
+def det_run(path, method, teacher, student, ap, dataset="coco_2017_val", max_iter=40, evaluated=True,
+            kd_losses=(), categories=("person", "car")):
+    """A detection OUTPUT_DIR: config.yaml (kd_det get_cfg dump), metrics.json, evaluation.json.
+
+    Args:
+        ap: the run's AP; AP50 / AP75 / APs / APm / APl and per-category APs are derived from it.
+        evaluated: write evaluation.json and the evaluation line of metrics.json.
+        kd_losses: distillation terms logged as "loss_<name>" in metrics.json.
+    """
+    from kd_det.config import get_cfg
+
+    os.makedirs(path, exist_ok=True)
+    cfg = get_cfg()
+    cfg.KD.LABEL.TEACHER, cfg.KD.LABEL.STUDENT, cfg.KD.LABEL.METHOD = teacher, student, method
+    cfg.KD.LOSSES = [k.replace("loss_", "") for k in kd_losses]
+    cfg.DATASETS.TEST = (dataset,)
+    cfg.SOLVER.MAX_ITER = max_iter
+    cfg.OUTPUT_DIR = path
+    with open(os.path.join(path, "config.yaml"), "w") as f:
+        f.write(cfg.dump())
+    bbox = {"AP": ap, "AP50": ap + 20.0, "AP75": ap + 3.0, "APs": ap - 15.0, "APm": ap + 1.0, "APl": float("nan")}
+    bbox.update({f"AP-{c}": ap + i for i, c in enumerate(categories)})
+    lines = []
+    for it in range(19, max_iter, 20):
+        terms = {k: 1.0 / (it + 1) + 0.1 * j for j, k in enumerate(DET_LOSSES + tuple(kd_losses))}
+        lines.append(dict(terms, iteration=it, total_loss=sum(terms.values()), lr=0.01, data_time=0.01, time=0.5,
+                          **{"fast_rcnn/cls_accuracy": 0.9, "rpn/num_pos_anchors": 3.0}))
+    if evaluated:
+        lines.append(dict({f"bbox/{k}": v for k, v in bbox.items()}, iteration=max_iter))
+        record = {"mode": "train", "iteration": max_iter, "weights": "final model of this run",
+                  "meta_architecture": "GeneralizedRCNN", "time": "2026-01-01 00:00:00",
+                  "results": {dataset: {"bbox": bbox}}}
+        with open(os.path.join(path, "evaluation.json"), "w") as f:
+            json.dump(record, f, indent=2)
+    with open(os.path.join(path, "metrics.json"), "w") as f:
+        f.write("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def cls_run(path, method, teacher, student, top1, epochs=3, done=None, dataset="cifar100", kd_losses=()):
+    """A classification OUTPUT_DIR: config.yaml (get_cls_cfg dump) and metrics.json (one record per epoch).
+
+    Args:
+        done: epochs actually trained (default: all of them).
+    """
+    from kd_det.classification.config import get_cls_cfg
+
+    os.makedirs(path, exist_ok=True)
+    cfg = get_cls_cfg()
+    cfg.ROW.DATASET, cfg.ROW.TEACHER, cfg.ROW.STUDENT, cfg.ROW.METHOD = dataset, teacher, student, method
+    cfg.MODEL.ARCH = student if method != "teacher" else teacher
+    cfg.SOLVER.EPOCHS = epochs
+    cfg.OUTPUT_DIR = path
+    with open(os.path.join(path, "config.yaml"), "w") as f:
+        f.write(cfg.dump())
+    with open(os.path.join(path, "metrics.json"), "w") as f:
+        for e in range(1, (epochs if done is None else done) + 1):
+            acc = top1 - (epochs - e)
+            terms = {"train/loss_ce": 2.0 / e, **{f"train/{k}": 0.5 / e for k in kd_losses}}
+            rec = dict(terms, epoch=e, lr=0.05, **{"train/loss_total": sum(terms.values()), "train/top1": acc,
+                       "val/top1": acc, "val/top5": acc + 15.0, "val/loss": 1.0, "val/num_images": 100,
+                       "val/best_top1": acc, "time/epoch_s": 1.0})
+            f.write(json.dumps(rec) + "\n")
+    return path
