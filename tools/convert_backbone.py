@@ -19,8 +19,8 @@ def main(argv=None) -> int:
     p.add_argument("src", help="classification checkpoint (.pth)")
     p.add_argument("dst", help="output Detectron2 weights (.pkl or .pth)")
     p.add_argument("--prefix", default="backbone.bottom_up.",
-                   help="prepended to every name: 'backbone.bottom_up.' for FPN backbones (default), "
-                        "'backbone.' for a C4 backbone, '' for bare names")
+                   help="prepended to every name: 'backbone.bottom_up.' for FPN backbones (default); "
+                        "'' for bare names (with --matching-heuristics)")
     p.add_argument("--matching-heuristics", action="store_true",
                    help="let Detectron2 match names by suffix instead of exactly")
     args = p.parse_args(argv)

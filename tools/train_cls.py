@@ -27,7 +27,12 @@ def parse_args(argv=None):
     p.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS")
     p.add_argument("--debug", action="store_true", help="show tracebacks of configuration errors")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for flag in ("--resume", "--eval-only", "--debug"):  # also accepted after the overrides
+        while flag in args.opts:
+            args.opts.remove(flag)
+            setattr(args, flag[2:].replace("-", "_"), True)
+    return args
 
 
 def main(argv=None) -> dict:

@@ -46,9 +46,13 @@ _C.DATA.NUM_WORKERS = 4
 _C.DATA.TRAIN_LIMIT = 0
 # Keep only the first N validation samples (0 = all); for smoke runs
 _C.DATA.VAL_LIMIT = 0
+# K > 0: training samples also carry CRD's contrast_index (own index + K indices of samples
+# of other classes), as CRD's loader draws negatives; must equal the crd loss's nce_k
+_C.DATA.CONTRAST_K = 0
 
 _C.INPUT = CN()
-# Crop size fed to the network (32 for CIFAR, 224 for ImageNet)
+# Crop size fed to the network (32 for CIFAR, 224 for ImageNet); CIFAR-format images are
+# resized to it first when it is not 32
 _C.INPUT.SIZE = 32
 # Random horizontal flip in training
 _C.INPUT.HFLIP = True

@@ -7,7 +7,9 @@
   usual ``ImageFolder`` layout, validation images sorted into class folders).
 
 Every sample is ``(image (3, H, W) float, target int64, index int64)``; ``index`` is the
-position in the training set (CRD's memory bank).
+position in the training set (CRD's memory bank). With ``DATA.CONTRAST_K = K > 0`` training
+samples also carry ``contrast_index`` (K + 1,) int64: the own index, then K indices of samples
+of other classes, drawn as CRD's data loader draws its negatives.
 """
 import os
 import pickle
@@ -22,15 +24,17 @@ from torchvision import transforms as T
 
 from ..errors import DatasetError
 
-__all__ = ["CifarPickleDataset", "ImageFolderWithIndex", "build_datasets", "build_transforms",
-           "write_cifar_pickles"]
+__all__ = ["CifarPickleDataset", "ImageFolderWithIndex", "ContrastIndexDataset", "build_datasets",
+           "build_transforms", "write_cifar_pickles"]
 
 CIFAR_FILES = {"train": "train", "val": "test"}
 
 
 def _cifar_dir(root: str) -> str:
-    sub = os.path.join(root, "cifar-100-python")
-    return sub if os.path.isdir(sub) else root
+    """``root/cifar-100-python``, or ``root`` itself when it holds the pickles."""
+    if os.path.isfile(os.path.join(root, "train")) or os.path.isfile(os.path.join(root, "test")):
+        return root
+    return os.path.join(root, "cifar-100-python")
 
 
 def _load_pickle(path: str) -> Dict[str, object]:
@@ -116,14 +120,45 @@ class ImageFolderWithIndex(tv_datasets.ImageFolder):
         return img, target, index
 
 
+class ContrastIndexDataset(Dataset):
+    """Adds CRD's negatives to each sample: ``(image, target, index, contrast_index)``.
+
+    Args:
+        base: a dataset returning ``(image, target, index)`` with ``base.targets``.
+        k: negatives per sample (CRD: 16384), drawn with replacement among other classes.
+    """
+
+    def __init__(self, base: Dataset, k: int):
+        self.base, self.k = base, int(k)
+        self.targets = np.asarray(base.targets, dtype=np.int64)
+        if len(np.unique(self.targets)) < 2:
+            raise DatasetError("DATA.CONTRAST_K needs a training set with at least two classes.")
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        img, target, idx = self.base[index]
+        pick = np.random.randint(0, len(self.targets), self.k)
+        same = self.targets[pick] == target
+        while same.any():  # rejection sampling: negatives come from other classes
+            pick[same] = np.random.randint(0, len(self.targets), int(same.sum()))
+            same = self.targets[pick] == target
+        return img, target, idx, torch.from_numpy(np.concatenate([[idx], pick]).astype(np.int64))
+
+
 def build_transforms(cfg, train: bool):
     """The CRD recipe: CIFAR RandomCrop(32, pad 4) + flip; ImageNet RandomResizedCrop + flip
-    (train) / Resize(size / 0.875) + CenterCrop (val); normalisation by INPUT.MEAN/STD."""
+    (train) / Resize(size / 0.875) + CenterCrop (val); normalisation by INPUT.MEAN/STD.
+
+    CIFAR-format images are first resized when INPUT.SIZE is not 32 (padding scales along).
+    """
     size = cfg.INPUT.SIZE
     norm = [T.ToTensor(), T.Normalize(cfg.INPUT.MEAN, cfg.INPUT.STD)]
     flip = [T.RandomHorizontalFlip()] if cfg.INPUT.HFLIP else []
     if cfg.DATA.NAME == "cifar100":
-        aug = [T.RandomCrop(size, padding=4)] + flip if train else []
+        resize = [T.Resize(size)] if size != 32 else []
+        aug = resize + ([T.RandomCrop(size, padding=size // 8)] + flip if train else [])
     elif train:
         aug = [T.RandomResizedCrop(size)] + flip
     else:
@@ -143,6 +178,8 @@ def build_datasets(cfg):
               cfg.DATA.VAL_LIMIT)
     if len(train) == 0:
         raise DatasetError(f"The {cfg.DATA.NAME} training set under {cfg.DATA.ROOT} is empty.")
+    if cfg.DATA.CONTRAST_K > 0:
+        train = ContrastIndexDataset(train, cfg.DATA.CONTRAST_K)
     return train, val
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["init_distributed", "get_rank", "get_world_size", "is_main", "all_reduce_sum",
-           "average_buffers", "barrier", "cleanup"]
+           "average_buffers", "check_in_sync", "barrier", "cleanup"]
 
 
 def init_distributed(device_kind: str) -> None:
@@ -59,6 +59,23 @@ def average_buffers(module: torch.nn.Module) -> None:
         if buf.is_floating_point():
             dist.all_reduce(buf, op=dist.ReduceOp.SUM)
             buf.div_(world)
+
+
+def check_in_sync(module: torch.nn.Module, what: str = "student") -> None:
+    """Raise RuntimeError if the parameters differ between processes (DDP replicas diverged).
+
+    Compares one float64 checksum per process; identical replicas give identical sums.
+    """
+    world = get_world_size()
+    if world <= 1:
+        return
+    first = next(module.parameters())
+    local = torch.stack([p.detach().double().sum() for p in module.parameters()]).sum()
+    sums = [torch.zeros((), dtype=torch.float64, device=first.device) for _ in range(world)]
+    dist.all_gather(sums, local.reshape(()))
+    if any(float(s) != float(sums[0]) for s in sums):
+        raise RuntimeError(f"The {what} parameters differ between processes: checksums "
+                           f"{[float(s) for s in sums]}.")
 
 
 def barrier() -> None:

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError
+from ..losses import DistillLoss
 from .models import ClsNet
 
 __all__ = ["Distiller", "build_distill_loss"]
@@ -36,16 +37,20 @@ def build_distill_loss(specs, student: ClsNet, teacher: ClsNet, num_samples: int
         student, teacher: models exposing ``stage_channels`` / ``embed_dim``.
         num_samples: size of the training set (CRD's memory bank).
         num_classes: number of classes.
-    """
-    from kd_det.losses import DistillLoss  # the loss library; no Detectron2 inside
 
+    Raises:
+        ConfigError: an unknown loss, parameter or spec key (the loss library's sentence).
+    """
     shapes = {
         "logits_s": num_classes, "logits_t": num_classes,
         "emb_s": student.embed_dim, "emb_t": teacher.embed_dim,
         "feats_s": list(student.stage_channels), "feats_t": list(teacher.stage_channels),
         "num_samples": num_samples, "num_classes": num_classes,
     }
-    return DistillLoss([dict(s) for s in specs], shapes)
+    try:
+        return DistillLoss([dict(s) for s in specs], shapes)
+    except ValueError as e:
+        raise ConfigError(f"KD.LOSSES: {e}") from None
 
 
 class Distiller(nn.Module):
@@ -65,7 +70,7 @@ class Distiller(nn.Module):
 
     #: every input the distiller can provide to a loss
     VOCABULARY = ("logits_s", "logits_t", "emb_s", "emb_t", "feats_s", "feats_t", "target", "index",
-                  "teacher_classifier")
+                  "contrast_index", "teacher_classifier")
 
     def __init__(self, student: ClsNet, teacher: Optional[ClsNet] = None,
                  criterion: Optional[nn.Module] = None, ce_weight: float = 1.0):
@@ -102,13 +107,15 @@ class Distiller(nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
     def forward(self, images: torch.Tensor, target: torch.Tensor,
-                index: Optional[torch.Tensor] = None) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+                index: Optional[torch.Tensor] = None,
+                contrast_index: Optional[torch.Tensor] = None) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
         """One training step's losses.
 
         Args:
             images: (N, 3, H, W).
             target: (N,) int64 labels.
             index: (N,) int64 training-set indices (CRD's memory bank).
+            contrast_index: (N, K + 1) int64 CRD negatives from the data loader, or None.
 
         Returns:
             (losses, student logits): losses maps "loss_ce" and every "loss_<name>" of the
@@ -125,7 +132,7 @@ class Distiller(nn.Module):
             "logits_s": out_s["logits"], "logits_t": out_t["logits"],
             "emb_s": out_s["emb"], "emb_t": out_t["emb"],
             "feats_s": out_s["feats"], "feats_t": out_t["feats"],
-            "target": target, "index": index,
+            "target": target, "index": index, "contrast_index": contrast_index,
             "teacher_classifier": _frozen_call(teacher.get_classifier()),
         }
         losses.update(self.criterion(**{k: available[k] for k in self.wanted}))

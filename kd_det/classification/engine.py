@@ -6,6 +6,7 @@ single-process or under ``torchrun`` (DDP; NCCL on GPU, Gloo on CPU), with optio
 resume from ``last_checkpoint.pth``, atomic checkpoints, top-1/top-5 evaluation,
 ``metrics.json`` (one JSON record per epoch) and TensorBoard events.
 """
+import inspect
 import json
 import logging
 import math
@@ -91,9 +92,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, c
         logits = logits.float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hit = top == target[:, None]
-        sums += torch.tensor([hit[:, :1].sum().item(), hit.sum().item(),
-                              torch.nn.functional.cross_entropy(logits, target, reduction="sum").item(),
-                              len(target)], dtype=torch.float64, device=device)
+        ce = torch.nn.functional.cross_entropy(logits, target, reduction="sum")
+        sums += torch.stack([hit[:, :1].sum(), hit.sum(), ce, ce.new_tensor(len(target))]).double()
     dist.all_reduce_sum(sums)
     model.train(was_training)
     n = max(sums[3].item(), 1.0)
@@ -119,6 +119,14 @@ def _loaders(cfg, train_set, val_set, device, rank, world):
     return train_loader, val_loader
 
 
+def _no_buffer_sync() -> dict:
+    """DDP kwargs: buffers synced once at start, not every forward (process-local loss state
+    such as CRD's memory bank stays local; BN statistics are averaged each epoch)."""
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {
+        "broadcast_buffers": False}
+
+
 def _build(cfg, num_samples: int, device: torch.device) -> Distiller:
     num_classes = cfg.DATA.NUM_CLASSES
     student = build_model(cfg.MODEL.ARCH, num_classes)
@@ -142,11 +150,12 @@ def _train_one_epoch(cfg, model, distiller, loader, optimizer, scaler, device, e
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.SOLVER.EPOCHS}", disable=not dist.is_main(),
                dynamic_ncols=True, mininterval=1.0, leave=False)
     model.train()
-    for it, (images, target, index) in enumerate(bar):
+    for it, (images, target, index, *extra) in enumerate(bar):
         images = images.to(device, non_blocking=True)
         target, index = target.to(device), index.to(device)
+        contrast_index = extra[0].to(device) if extra else None
         with _autocast(cfg, device):
-            losses, logits = model(images, target, index)
+            losses, logits = model(images, target, index, contrast_index)
         losses = {k: (v if k == "loss_ce" else v * factor) for k, v in losses.items()}
         total = sum(v.float() for v in losses.values())
         if not torch.isfinite(total):
@@ -205,7 +214,7 @@ def train(cfg, resume: bool = False) -> Dict[str, float]:
     device = resolve_device(cfg)
     dist.init_distributed(device.type)
     rank, world = dist.get_rank(), dist.get_world_size()
-    _seed_everything(cfg.SEED + rank)
+    _seed_everything(cfg.SEED)  # identical initial weights on every process
     torch.backends.cudnn.deterministic = bool(cfg.CUDNN_DETERMINISTIC)
     torch.backends.cudnn.benchmark = not cfg.CUDNN_DETERMINISTIC
     if dist.is_main():
@@ -227,8 +236,10 @@ def train(cfg, resume: bool = False) -> Dict[str, float]:
     if world > 1:
         model = DistributedDataParallel(
             distiller, device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=False)
+            **_no_buffer_sync())
     writer = None
+    if dist.is_main() and start == 0 and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "metrics.json")):
+        os.remove(os.path.join(cfg.OUTPUT_DIR, "metrics.json"))  # a fresh run starts a fresh log
     if dist.is_main():
         from torch.utils.tensorboard import SummaryWriter
 
@@ -248,6 +259,7 @@ def train(cfg, resume: bool = False) -> Dict[str, float]:
         record.update(_train_one_epoch(cfg, model, distiller, train_loader, optimizer, scaler,
                                        device, epoch))
         dist.average_buffers(distiller.student)
+        dist.check_in_sync(distiller, "student and loss")
         last = epoch + 1 == epochs
         if last or (epoch + 1) % cfg.TEST.EVAL_PERIOD == 0:
             result = evaluate(distiller.student, val_loader, device, cfg)

@@ -1,31 +1,16 @@
-"""Shared fixtures: tiny CIFAR-format data written by the tests, and an in-process runner of
-``tools/train_cls.py``. Everything runs on one CPU thread (the machine is shared)."""
+"""Fixtures of the classification tests: tiny CIFAR-format data written by the tests, the
+command-line tools loaded as modules, and one CPU thread (the machine is shared)."""
 import importlib.util
-import json
 import os
-import sys
 
-import numpy as np
 import pytest
 import torch
 
 from kd_det.classification.data import write_cifar_pickles
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = os.path.join(REPO, "configs", "classification")
-NUM_CLASSES = 5
+from cls_helpers import CONFIGS, NUM_CLASSES, REPO, SMOKE_TEACHER, synthetic_split, tiny_overrides
 
 torch.set_num_threads(1)
-
-
-def synthetic_split(n: int, seed: int):
-    """(images (n, 32, 32, 3) uint8, labels (n,)): noise plus a class-specific bright stripe."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, NUM_CLASSES, n)
-    images = rng.integers(0, 80, (n, 32, 32, 3)).astype(np.uint8)
-    for i, c in enumerate(labels):
-        images[i, :, 6 * c:6 * c + 6, c % 3] = 250
-    return images, labels
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +22,7 @@ def tiny_cifar(tmp_path_factory) -> str:
 
 
 def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(REPO, "tools", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -45,30 +30,20 @@ def _load_tool(name: str):
 
 @pytest.fixture(scope="session")
 def train_cls():
-    """``tools/train_cls.py`` as a module (its ``main(argv)`` is what the command line runs)."""
+    """``tools/train_cls.py`` as a module: ``main(argv)`` is what the command line runs."""
     return _load_tool("train_cls")
 
 
 @pytest.fixture(scope="session")
 def convert_tool():
+    """``tools/convert_backbone.py`` as a module."""
     return _load_tool("convert_backbone")
 
 
-def tiny_overrides(data_root: str, out_dir: str, epochs: int = 1):
-    """Overrides turning any CIFAR row config into a seconds-long CPU run."""
-    return ["DATA.ROOT", data_root, "DATA.NUM_CLASSES", str(NUM_CLASSES), "DATA.NUM_WORKERS", "0",
-            "SOLVER.EPOCHS", str(epochs), "SOLVER.BATCH_SIZE", "32", "TEST.BATCH_SIZE", "32",
-            "OUTPUT_DIR", out_dir]
-
-
-def read_metrics(out_dir: str):
-    with open(os.path.join(out_dir, "metrics.json")) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def subprocess_env():
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return env
-
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+@pytest.fixture(scope="session")
+def smoke_teacher(tmp_path_factory, tiny_cifar, train_cls) -> str:
+    """A 1-epoch teacher trained by the real teacher row config; returns its checkpoint."""
+    out = str(tmp_path_factory.mktemp("teacher"))
+    train_cls.main(["--config", os.path.join(CONFIGS, "cifar100", "resnet32x4-resnet8x4", "teacher.yaml"),
+                    *tiny_overrides(tiny_cifar, out), "MODEL.ARCH", SMOKE_TEACHER])
+    return os.path.join(out, "model_final.pth")

@@ -68,10 +68,11 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def parameter_table() -> str:
-    """One line per registered model: name and parameter count (CIFAR-100 / ImageNet-1k heads)."""
+def parameter_table(archs=None) -> str:
+    """One line per model (all registered ones by default): name and parameter count with a
+    CIFAR-100 / ImageNet-1k classifier."""
     lines = []
-    for name in MODEL_REGISTRY:
+    for name in archs or MODEL_REGISTRY:
         num_classes = 1000 if name in IMAGENET_ARCHS else 100
         n = count_parameters(build_model(name, num_classes))
         lines.append(f"{name:20s} {n / 1e6:7.2f} M params ({n})")

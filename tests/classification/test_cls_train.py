@@ -1,0 +1,93 @@
+"""1-epoch smoke runs of ``tools/train_cls.py`` for every method, on synthetic CIFAR-format
+data, using the real row configs with a small teacher / student; plus the distiller's
+teacher-freezing and routing."""
+import math
+import os
+
+import pytest
+import torch
+
+from kd_det.classification.config import load_cls_config
+from kd_det.classification.distiller import Distiller, build_distill_loss
+from kd_det.classification.models import build_model
+from kd_det.errors import UserError
+
+from cls_helpers import (CONFIGS, NUM_CLASSES, SMOKE_STUDENT, SMOKE_TEACHER, read_metrics,
+                         tiny_overrides)
+
+PAIR = os.path.join(CONFIGS, "cifar100", "resnet32x4-resnet8x4")
+METHODS = ["student", "kd", "dkd", "ckd", "dcd", "dcd_kd", "crd", "crd_kd", "reviewkd", "msd"]
+
+
+def _small_losses(cfg):
+    """The config's loss specs; CRD draws 128 instead of 16384 negatives on 64 images."""
+    out = []
+    for spec in cfg.KD.LOSSES:
+        spec = dict(spec)
+        if spec["name"] == "crd":
+            spec["params"] = dict(spec.get("params") or {}, nce_k=128)
+        out.append(spec)
+    return out
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_one_epoch_per_method(method, tmp_path, tiny_cifar, smoke_teacher, train_cls):
+    path = os.path.join(PAIR, f"{method}.yaml")
+    cfg = load_cls_config(path)
+    argv = ["--config", path, *tiny_overrides(tiny_cifar, str(tmp_path)), "MODEL.ARCH", SMOKE_STUDENT]
+    if cfg.KD.LOSSES:
+        argv += ["TEACHER.ARCH", SMOKE_TEACHER, "TEACHER.WEIGHTS", smoke_teacher,
+                 "KD.LOSSES", repr(_small_losses(cfg))]
+    if cfg.DATA.CONTRAST_K:  # CRD rows: the loader's negatives, as many as the loss draws
+        argv += ["DATA.CONTRAST_K", "128"]
+    result = train_cls.main(argv)
+    assert 0.0 <= result["top1"] <= 100.0 and result["top5"] >= result["top1"]
+    (record,) = read_metrics(str(tmp_path))
+    names = {f"train/loss_{s['name']}" for s in cfg.KD.LOSSES} | {"train/loss_ce"}
+    assert names <= set(record), record
+    assert all(math.isfinite(record[k]) for k in names)
+    assert record["val/num_images"] == 32
+    ckpt = torch.load(tmp_path / "last_checkpoint.pth", weights_only=False)
+    assert ckpt["epoch"] == 1 and ckpt["arch"] == SMOKE_STUDENT
+    learnable = {"dcd", "crd", "reviewkd", "msd"} & {s["name"] for s in cfg.KD.LOSSES}
+    assert bool(ckpt["distill"]) == bool(learnable)  # learnable loss parts are checkpointed
+    for f in ("model_final.pth", "model_best.pth", "config.yaml"):
+        assert (tmp_path / f).is_file()
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp_")]
+
+
+def test_teacher_is_frozen_and_outside_the_state_dict():
+    torch.manual_seed(0)
+    student, teacher = build_model("resnet8", NUM_CLASSES), build_model("resnet8", NUM_CLASSES)
+    specs = [{"name": "msd", "weight": 0.8}, {"name": "dcd", "weight": 1.0}, {"name": "kd"}]
+    criterion = build_distill_loss(specs, student, teacher, num_samples=8, num_classes=NUM_CLASSES)
+    distiller = Distiller(student, teacher, criterion).train()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, NUM_CLASSES, (4,))
+    losses, logits = distiller(x, y, torch.arange(4))
+    assert set(losses) == {"loss_ce", "loss_msd", "loss_dcd", "loss_kd"}
+    sum(losses.values()).backward()
+    assert not teacher.training
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    after = teacher.state_dict()  # eval mode: BN statistics untouched too
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is not None for p in criterion.parameters() if p.requires_grad)
+    assert not any(k.startswith("_teacher") or k.startswith("teacher") for k in distiller.state_dict())
+    assert logits.shape == (4, NUM_CLASSES)
+
+
+def test_missing_teacher_weights_is_one_clear_error(tmp_path, tiny_cifar, train_cls, capsys):
+    argv = ["--config", os.path.join(PAIR, "kd.yaml"), *tiny_overrides(tiny_cifar, str(tmp_path)),
+            "TEACHER.WEIGHTS", str(tmp_path / "missing.pth")]
+    with pytest.raises(SystemExit) as e:
+        train_cls.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: TEACHER.WEIGHTS file") and "missing.pth" in err and "\n" not in err
+
+
+def test_wrong_teacher_checkpoint_names_the_file(tmp_path, smoke_teacher):
+    with pytest.raises(UserError, match="does not fit"):
+        from kd_det.classification.checkpoint import load_weights
+        load_weights(build_model("resnet8", NUM_CLASSES), smoke_teacher)
