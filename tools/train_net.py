@@ -13,10 +13,10 @@ On a machine without GPUs ``--num-gpus N`` starts N CPU processes (Gloo).
 import sys
 
 import kd_det  # noqa: F401  (applies kd_det.compat before Detectron2 is imported)
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser
 
 from kd_det.engine import Trainer, evaluate_teacher, launch, setup
+from kd_det.engine.checkpoint import KDCheckpointer
 from kd_det.errors import UserError
 
 
@@ -26,7 +26,7 @@ def main(args):
         return evaluate_teacher(cfg)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        KDCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

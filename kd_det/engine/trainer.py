@@ -9,6 +9,7 @@ from detectron2.utils.events import get_event_storage
 
 from .. import modeling  # noqa: F401  (registers DistillRCNN and the extra backbones)
 from ..evaluation.evaluator import COCOBoxEvaluator
+from .checkpoint import KDCheckpointer
 
 __all__ = ["Trainer", "evaluate_teacher", "write_evaluation"]
 
@@ -39,7 +40,17 @@ def write_evaluation(cfg, results, path=None):
 
 
 class Trainer(DefaultTrainer):
-    """Train/evaluate any Faster R-CNN FPN config; evaluation is COCO box AP on each test set."""
+    """Train/evaluate any Faster R-CNN FPN config; evaluation is COCO box AP on each test set.
+
+    Checkpoints are written atomically and record the teacher's identity (:class:`KDCheckpointer`).
+    """
+
+    def build_hooks(self):
+        # DefaultTrainer.__init__ builds a DetectionCheckpointer just before calling build_hooks,
+        # whose PeriodicCheckpointer must use ours: swap it here, same arguments.
+        old = self.checkpointer
+        self.checkpointer = KDCheckpointer(old.model, old.save_dir, **old.checkpointables)
+        return super().build_hooks()
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -182,3 +182,27 @@ def test_export_student_loads_in_stock_detectron2(teacher_files, tmp_path):
     got = torch.load(tmp_path / "y.pt")
     assert len(ref) > 0
     assert torch.equal(got["boxes"], ref.pred_boxes.tensor) and torch.equal(got["scores"], ref.scores)
+
+
+def test_checkpoint_records_teacher_and_refuses_another(teacher_files, tmp_path):
+    from kd_det.engine.checkpoint import KDCheckpointer
+
+    cfg_file, weights = teacher_files
+    model = build_model(distill_cfg(teacher_files, ["kd"]))
+    KDCheckpointer(model, save_dir=str(tmp_path)).save("model_0000009")
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000009.pth"
+    assert not list(tmp_path.glob("*.tmp"))  # written to a temporary name, then renamed
+    saved = torch.load(tmp_path / "model_0000009.pth", weights_only=True)
+    assert saved["teacher"]["sha256"] == model.teacher_identity["sha256"]
+    KDCheckpointer(model, save_dir=str(tmp_path)).resume_or_load("", resume=True)  # same teacher: fine
+
+    other = tmp_path / "other_teacher.pth"
+    data = torch.load(weights, weights_only=True)
+    data["model"] = {k: v + 1e-3 if v.is_floating_point() else v for k, v in data["model"].items()}
+    torch.save(data, other)
+    model2 = build_model(distill_cfg(teacher_files, ["kd"], extra=["KD.TEACHER.WEIGHTS", str(other)]))
+    with pytest.raises(ConfigError, match=r"was trained with teacher weights .* resume with the same teacher"):
+        KDCheckpointer(model2, save_dir=str(tmp_path)).resume_or_load("", resume=True)
+    (tmp_path / "model_0000009.pth").write_bytes(b"truncated")
+    with pytest.raises(ConfigError, match=r"model_0000009\.pth cannot be read"):
+        KDCheckpointer(model, save_dir=str(tmp_path)).resume_or_load("", resume=True)

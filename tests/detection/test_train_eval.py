@@ -61,6 +61,23 @@ def test_eval_only_reproduces(trained, tiny_shapes, tmp_path, run_tool, tiny_opt
     assert dets(str(tmp_path)) == dets(trained)
 
 
+def test_resume_continues_from_last_checkpoint(trained, tiny_shapes, tmp_path, run_tool, tiny_opts):
+    import shutil
+
+    out = str(tmp_path / "run")
+    shutil.copytree(trained, out)
+    r = run_tool("train_net.py", ["--config-file", CFG, "--resume", "SOLVER.MAX_ITER", "8", "OUTPUT_DIR", out,
+                                  *tiny_opts], tiny_shapes)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with open(os.path.join(out, "log.txt")) as f:
+        log = f.read()
+    # last_checkpoint names model_final.pth (iteration 5): training continues after it, not from 0
+    assert log.count("Starting training from iteration") == 2 and "Starting training from iteration 6" in log
+    with open(os.path.join(out, "metrics.json")) as f:
+        iters = [json.loads(line)["iteration"] for line in f if "total_loss" in line]
+    assert iters[-1] == 7
+
+
 def test_missing_dataset_is_one_sentence(tmp_path, run_tool):
     r = run_tool("train_net.py", ["--config-file", CFG, "DATASETS.TRAIN", '("coco_2017_train",)',
                                   "OUTPUT_DIR", str(tmp_path)], str(tmp_path / "nowhere"))

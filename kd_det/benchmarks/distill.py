@@ -1,0 +1,134 @@
+"""``python tools/benchmark.py distill``: a distillation step against its parts, on one batch.
+
+Measured side by side in one process, same weights, same batch (medians of ``--steps``):
+
+* (a) a plain student training step (GeneralizedRCNN forward + backward + SGD step);
+* (b) a teacher inference forward (eval mode, ``torch.no_grad``);
+* (c) a DistillRCNN training step for each method.
+
+Prints c / (a + b) per method (the target is <= 1.05 for logit losses and <= 1.10 with feature
+losses) and peak memory (CUDA: max allocated per phase; CPU: process peak RSS after each phase,
+which only grows). Weights are random: speed does not depend on them.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import tempfile
+import time
+
+import torch
+
+import kd_det  # noqa: F401
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from ..engine.setup import load_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PAIR_DIR = "configs/COCO-Detection/distill/R101-R18"
+
+
+def _batch(n, h, w, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        inst = Instances((h, w))
+        xy = torch.rand(8, 2, generator=g) * torch.tensor([w * 0.7, h * 0.7])
+        wh = 20 + torch.rand(8, 2, generator=g) * torch.tensor([w * 0.3, h * 0.3])
+        inst.gt_boxes = Boxes(torch.cat([xy, xy + wh], 1))
+        inst.gt_classes = torch.randint(0, 80, (8,), generator=g)
+        out.append({"image": torch.randint(0, 255, (3, h, w), generator=g).float(), "instances": inst.to(device)})
+    return out
+
+
+def _sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _peak_mb(device):
+    if device.startswith("cuda"):
+        mb = torch.cuda.max_memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
+        return mb
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _time(fn, steps, device):
+    fn()  # warm-up
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _train_step(model, batch):
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    def step():
+        with EventStorage():
+            loss = sum(model(batch).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return step
+
+
+def main(argv):
+    p = argparse.ArgumentParser(prog="benchmark.py distill", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default="dkd,ckd,dcd,reviewkd,ckd_reviewkd,dkd_reviewkd",
+                   help=f"config names under {PAIR_DIR}")
+    p.add_argument("--images", type=int, default=2)
+    p.add_argument("--size", default="512x640", help="HxW of the batch images")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--json", help="also save the figures here")
+    a = p.parse_args(argv)
+    h, w = (int(v) for v in a.size.split("x"))
+    dev = a.device
+    batch = _batch(a.images, h, w, dev)
+    base = ["MODEL.DEVICE", dev, "MODEL.WEIGHTS", ""]
+    with tempfile.TemporaryDirectory() as tmp:
+        teacher_cfg = load_config(os.path.join(REPO, "configs/COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"), base)
+        DetectionCheckpointer(build_model(teacher_cfg), save_dir=tmp).save("teacher")
+        teacher_w = os.path.join(tmp, "teacher.pth")
+        student = build_model(load_config(os.path.join(REPO, PAIR_DIR, "student.yaml"), base)).train()
+        rows = []
+        t_a = _time(_train_step(student, batch), a.steps, dev)
+        mem_a = _peak_mb(dev)
+        models = {m: build_model(load_config(os.path.join(REPO, PAIR_DIR, f"{m}.yaml"),
+                                             base + ["KD.TEACHER.WEIGHTS", teacher_w])).train()
+                  for m in a.methods.split(",")}
+        teacher = next(iter(models.values())).teacher
+        inputs = [{"image": x["image"]} for x in batch]
+
+        def teacher_forward():
+            with torch.no_grad():
+                teacher(inputs)
+        t_b = _time(teacher_forward, a.steps, dev)
+        mem_b = _peak_mb(dev)
+        for name, model in models.items():
+            model.load_state_dict(student.state_dict(), strict=False)
+            t_c = _time(_train_step(model, batch), a.steps, dev)
+            rows.append({"method": name, "c_s": t_c, "ratio": t_c / (t_a + t_b), "peak_mb": _peak_mb(dev)})
+    print(f"device: {dev} ({torch.get_num_threads()} threads), {a.images} images {h}x{w}, R-101-FPN teacher -> "
+          f"R-18-FPN student, median of {a.steps} steps")
+    print(f"(a) student train step      {t_a:8.3f} s   peak {mem_a:8.0f} MB")
+    print(f"(b) teacher inference fwd   {t_b:8.3f} s   peak {mem_b:8.0f} MB")
+    print(f"{'method':<16}{'(c) s':>9}{'c/(a+b)':>10}{'peak MB':>10}")
+    for r in rows:
+        print(f"{r['method']:<16}{r['c_s']:9.3f}{r['ratio']:10.3f}{r['peak_mb']:10.0f}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"device": dev, "a_s": t_a, "b_s": t_b, "peak_a_mb": mem_a, "peak_b_mb": mem_b,
+                       "methods": rows}, f, indent=2)
+    return 0

@@ -1,0 +1,62 @@
+"""Checkpoints that are never half-written and that remember which teacher they were trained with."""
+import os
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+from ..errors import ConfigError
+
+__all__ = ["KDCheckpointer"]
+
+
+def _atomic_write(path, write):
+    tmp = path + ".tmp"
+    write(tmp)
+    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half of one
+
+
+class KDCheckpointer(DetectionCheckpointer):
+    """``DetectionCheckpointer`` with atomic writes (file, then ``last_checkpoint``) and the teacher's identity.
+
+    A DistillRCNN checkpoint stores ``teacher`` = {"config_file", "weights", "sha256", ...} (the
+    teacher weights themselves are reloaded from ``KD.TEACHER.WEIGHTS``); resuming with a teacher
+    whose SHA-256 differs is refused.
+    """
+
+    def _teacher_identity(self):
+        model = getattr(self.model, "module", self.model)  # unwrap DDP
+        return getattr(model, "teacher_identity", None)
+
+    def save(self, name, **kwargs):
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        data.update(kwargs)
+        if self._teacher_identity():
+            data["teacher"] = self._teacher_identity()
+        basename = f"{name}.pth"
+        path = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {path}")
+        _atomic_write(path, lambda tmp: torch.save(data, tmp))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename):
+        def write(tmp):
+            with open(tmp, "w") as f:
+                f.write(last_filename_basename)
+        _atomic_write(os.path.join(self.save_dir, "last_checkpoint"), write)
+
+    def _load_file(self, filename):
+        try:
+            data = super()._load_file(filename)
+        except Exception as e:  # truncated / corrupt / not a checkpoint
+            raise ConfigError(f"Checkpoint {filename} cannot be read ({type(e).__name__}: {e}).") from None
+        recorded, current = data.get("teacher"), self._teacher_identity()
+        if recorded and current and recorded.get("sha256") != current.get("sha256"):
+            raise ConfigError(
+                f"Checkpoint {filename} was trained with teacher weights {recorded.get('weights')} "
+                f"(sha256 {recorded.get('sha256', '?')[:12]}) but KD.TEACHER.WEIGHTS is {current['weights']} "
+                f"(sha256 {current['sha256'][:12]}); resume with the same teacher or start a new OUTPUT_DIR.")
+        data.pop("teacher", None)
+        return data
