@@ -31,8 +31,6 @@ def _key(cfg):
 
 def test_every_csv_row_has_exactly_one_config():
     path = paper_csv()
-    if path is None:
-        pytest.skip("paper_results_classification.csv not available")
     with open(path) as f:
         rows = [r for r in csv.DictReader(f) if r["task"] == "classification"]
     by_key = {}
