@@ -96,6 +96,31 @@ def test_mobilenet_v2_keeps_torchvision_layout(tmp_path):
         torch.testing.assert_close(bottom_up.eval().features(x), source.features(x))
 
 
+def test_mobilenet_v2_loads_into_the_mv2_fpn_detector(tmp_path):
+    """The converted file initialises kd_det's MobileNetV2-FPN student: every bottom-up key, same stages."""
+    from kd_det.engine.setup import load_config
+    from kd_det.modeling.mobilenetv2 import STAGES as MV2_STAGES
+
+    torch.manual_seed(0)
+    source = _randomise_bn(build_model("mobilenet_v2", 10)).eval()
+    torch.save(source.state_dict(), tmp_path / "mv2.pth")
+    dst = str(tmp_path / "mv2.pkl")
+    convert_checkpoint(str(tmp_path / "mv2.pth"), dst)
+    cfg = load_config(os.path.join(REPO, "configs/COCO-Detection/faster_rcnn_MV2_FPN_1x.yaml"),
+                      ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", dst])
+    model = build_d2_model(cfg).eval()
+    ckpt = DetectionCheckpointer(model)
+    incompatible = ckpt._load_model(ckpt._load_file(dst))
+    assert not [k for k in incompatible.missing_keys if "bottom_up" in k]
+    assert all(k.startswith("backbone.bottom_up.features.18.") for k in incompatible.unexpected_keys)  # 1280-d conv
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        got = model.backbone.bottom_up(x)
+        for name, (start, end, _, _) in MV2_STAGES.items():
+            x = source.features[start:end](x)
+            torch.testing.assert_close(got[name], x, rtol=1e-4, atol=1e-4)
+
+
 def test_cli_refuses_cifar_models(tmp_path, convert_tool, capsys):
     torch.save({"model": build_model("resnet8x4", 10).state_dict()}, tmp_path / "c.pth")
     assert convert_tool.main([str(tmp_path / "c.pth"), str(tmp_path / "o.pkl")]) == 2
