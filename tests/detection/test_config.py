@@ -33,7 +33,7 @@ def test_base_inheritance_and_overrides():
     assert cfg.MODEL.RESNETS.DEPTH == 18 and cfg.MODEL.RESNETS.RES2_OUT_CHANNELS == 64  # the file itself
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 3  # Base-Shapes.yaml
     assert cfg.MODEL.ROI_BOX_HEAD.NUM_FC == 2  # Base-RCNN-FPN.yaml
-    assert cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE == 128  # child overrides base (512)
+    assert cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE == 64  # Base-Shapes.yaml overrides Base-RCNN-FPN (512)
     assert cfg.SOLVER.MAX_ITER == 7  # command-line override wins
 
 

@@ -162,10 +162,8 @@ def test_export_student_loads_in_stock_detectron2(teacher_files, tmp_path):
 
     cfg = distill_cfg(teacher_files, ["dcd", "reviewkd"], base="configs/shapes/distill/dcd.yaml",
                       extra=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
+    torch.manual_seed(3)  # the subprocess builds its own random init: only a correct load reproduces ours
     model = build_model(cfg)
-    with torch.no_grad():  # make the weights non-trivial so a wrong load would show
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.01)
     DetectionCheckpointer(model, save_dir=str(tmp_path)).save("distilled")
     cfg_file = tmp_path / "distill.yaml"
     cfg_file.write_text(cfg.dump())
