@@ -2,13 +2,14 @@
 
 Measured side by side in one process, same weights, same batch (medians of ``--steps``):
 
-* (a) a plain student training step (GeneralizedRCNN forward + backward + SGD step);
+* (a) a plain student training step (GeneralizedRCNN forward + backward; no optimizer update);
 * (b) a teacher inference forward (eval mode, ``torch.no_grad``);
 * (c) a DistillRCNN training step for each method.
 
 Prints c / (a + b) per method (the target is <= 1.05 for logit losses and <= 1.10 with feature
 losses) and peak memory (CUDA: max allocated per phase; CPU: process peak RSS after each phase,
-which only grows). Weights are random: speed does not depend on them.
+which only grows, so on CPU it is an upper bound). Functions are timed in turns after warm-up.
+Weights are random: speed does not depend on them.
 """
 import argparse
 import json
@@ -58,27 +59,33 @@ def _peak_mb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _time(fn, steps, device):
-    fn()  # warm-up
-    times = []
+def _round_robin(fns, steps, device):
+    """Median seconds per function, timed in turns (a, b, c1, c2, ... repeated) after two warm-ups each,
+    so slow drifts of the machine hit every figure alike; peak memory per function (see module doc)."""
+    for _ in range(2):
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
+    peaks = {}
+    _peak_mb(device)
     for _ in range(steps):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for k, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[k].append(time.perf_counter() - t0)
+            peaks[k] = max(peaks.get(k, 0.0), _peak_mb(device))
+    return {k: statistics.median(v) for k, v in times.items()}, peaks
 
 
 def _train_step(model, batch):
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-
+    """Forward + backward of a training step (no optimizer update, so random weights never diverge)."""
     def step():
         with EventStorage():
             loss = sum(model(batch).values())
-        opt.zero_grad()
+        model.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
     return step
 
 
@@ -102,9 +109,6 @@ def main(argv):
         DetectionCheckpointer(build_model(teacher_cfg), save_dir=tmp).save("teacher")
         teacher_w = os.path.join(tmp, "teacher.pth")
         student = build_model(load_config(os.path.join(REPO, PAIR_DIR, "student.yaml"), base)).train()
-        rows = []
-        t_a = _time(_train_step(student, batch), a.steps, dev)
-        mem_a = _peak_mb(dev)
         models = {m: build_model(load_config(os.path.join(REPO, PAIR_DIR, f"{m}.yaml"),
                                              base + ["KD.TEACHER.WEIGHTS", teacher_w])).train()
                   for m in a.methods.split(",")}
@@ -114,19 +118,25 @@ def main(argv):
         def teacher_forward():
             with torch.no_grad():
                 teacher(inputs)
-        t_b = _time(teacher_forward, a.steps, dev)
-        mem_b = _peak_mb(dev)
+        fns = {"a": _train_step(student, batch), "b": teacher_forward}
         for name, model in models.items():
             model.load_state_dict(student.state_dict(), strict=False)
-            t_c = _time(_train_step(model, batch), a.steps, dev)
-            rows.append({"method": name, "c_s": t_c, "ratio": t_c / (t_a + t_b), "peak_mb": _peak_mb(dev)})
+            fns[name] = _train_step(model, batch)
+        times, peaks = _round_robin(fns, a.steps, dev)
+    t_a, t_b, mem_a, mem_b = times["a"], times["b"], peaks["a"], peaks["b"]
+    rows = [{"method": m, "c_s": times[m], "ratio": times[m] / (t_a + t_b), "peak_mb": peaks[m]} for m in models]
     print(f"device: {dev} ({torch.get_num_threads()} threads), {a.images} images {h}x{w}, R-101-FPN teacher -> "
           f"R-18-FPN student, median of {a.steps} steps")
-    print(f"(a) student train step      {t_a:8.3f} s   peak {mem_a:8.0f} MB")
-    print(f"(b) teacher inference fwd   {t_b:8.3f} s   peak {mem_b:8.0f} MB")
+    cuda = dev.startswith("cuda")
+    mb = (lambda v: f"{v:8.0f}") if cuda else (lambda v: "       -")
+    print(f"(a) student train step      {t_a:8.3f} s   peak {mb(mem_a)} MB")
+    print(f"(b) teacher inference fwd   {t_b:8.3f} s   peak {mb(mem_b)} MB")
     print(f"{'method':<16}{'(c) s':>9}{'c/(a+b)':>10}{'peak MB':>10}")
     for r in rows:
-        print(f"{r['method']:<16}{r['c_s']:9.3f}{r['ratio']:10.3f}{r['peak_mb']:10.0f}")
+        print(f"{r['method']:<16}{r['c_s']:9.3f}{r['ratio']:10.3f}{mb(r['peak_mb']):>10}")
+    if not cuda:
+        print(f"CPU: per-phase peaks are not separable (RSS only grows); process peak RSS {_peak_mb(dev):.0f} MB "
+              "with every model of this run loaded at once.")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"device": dev, "a_s": t_a, "b_s": t_b, "peak_a_mb": mem_a, "peak_b_mb": mem_b,
