@@ -78,6 +78,19 @@ def test_resume_continues_from_last_checkpoint(trained, tiny_shapes, tmp_path, r
     assert iters[-1] == 7
 
 
+def test_two_gloo_processes_on_cpu(tiny_shapes, tmp_path, run_tool, tiny_opts):
+    """--num-gpus 2 without GPUs: two real torch.distributed processes (Gloo), DDP, one checkpoint."""
+    r = run_tool("train_net.py", ["--config-file", CFG, "--num-gpus", "2", "--dist-url", "auto",
+                                  "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(tmp_path), *tiny_opts,
+                                  "DATASETS.TEST", "()"], tiny_shapes)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with open(os.path.join(tmp_path, "log.txt")) as f:
+        log = f.read()
+    assert "World size: 2" in log
+    assert os.path.isfile(os.path.join(tmp_path, "log.txt.rank1"))  # the second process ran and logged
+    assert os.path.isfile(os.path.join(tmp_path, "model_final.pth"))
+
+
 def test_missing_dataset_is_one_sentence(tmp_path, run_tool):
     r = run_tool("train_net.py", ["--config-file", CFG, "DATASETS.TRAIN", '("coco_2017_train",)',
                                   "OUTPUT_DIR", str(tmp_path)], str(tmp_path / "nowhere"))
