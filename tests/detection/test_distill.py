@@ -179,7 +179,9 @@ def test_export_student_loads_in_stock_detectron2(teacher_files, tmp_path):
         ref = model([{"image": image, "height": 128, "width": 160}])[0]["instances"]
     got = torch.load(tmp_path / "y.pt")
     assert len(ref) > 0
-    assert torch.equal(got["boxes"], ref.pred_boxes.tensor) and torch.equal(got["scores"], ref.scores)
+    # same detections up to float rounding (the two processes may split BLAS work differently)
+    torch.testing.assert_close(got["boxes"], ref.pred_boxes.tensor, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(got["scores"], ref.scores, rtol=1e-4, atol=1e-5)
 
 
 def test_checkpoint_records_teacher_and_refuses_another(teacher_files, tmp_path):
