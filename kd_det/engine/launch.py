@@ -16,6 +16,8 @@ from detectron2.engine import defaults as _d2_defaults
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
+from ..errors import UserError
+
 __all__ = ["launch", "create_ddp_model", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
@@ -75,11 +77,11 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
     if world_size <= 1:
         return main_func(*args)
     if torch.cuda.is_available() and num_gpus_per_machine > torch.cuda.device_count():
-        raise ValueError(f"--num-gpus {num_gpus_per_machine} is larger than the {torch.cuda.device_count()} "
+        raise UserError(f"--num-gpus {num_gpus_per_machine} is larger than the {torch.cuda.device_count()} "
                          "GPUs this machine has.")
     if dist_url in (None, "auto"):
         if num_machines > 1:
-            raise ValueError("--dist-url auto works on one machine only; give tcp://HOST:PORT of machine 0.")
+            raise UserError("--dist-url auto works on one machine only; give tcp://HOST:PORT of machine 0.")
         dist_url = f"tcp://127.0.0.1:{_free_port()}"
     logger.info(f"Starting {num_gpus_per_machine} {_backend()} processes ({world_size} in all) at {dist_url}")
     mp.spawn(_worker, nprocs=num_gpus_per_machine, daemon=False,
