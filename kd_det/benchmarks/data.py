@@ -17,7 +17,7 @@ import time
 import kd_det  # noqa: F401  (applies kd_det.compat before Detectron2 is imported)
 from kd_det.errors import UserError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = kd_det.REPO_ROOT
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "shapes", "faster_rcnn_R_18_FPN_shapes.yaml")
 
 

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-import kd_det  # noqa: F401
+import kd_det
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
@@ -29,7 +29,7 @@ from detectron2.utils.events import EventStorage
 
 from ..engine.setup import load_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = kd_det.REPO_ROOT
 PAIR_DIR = "configs/COCO-Detection/distill/R101-R18"
 
 

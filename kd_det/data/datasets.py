@@ -16,14 +16,14 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
+from .. import REPO_ROOT
 from ..errors import DatasetError
 from .shapes import CATEGORIES, make_shapes, shapes_paths
 
 __all__ = ["DatasetError", "datasets_root", "register_coco", "register_shapes", "setup_datasets"]
 
 logger = logging.getLogger(__name__)
-_REPO_DATASETS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                              "datasets")
+_REPO_DATASETS = os.path.join(REPO_ROOT, "datasets")
 
 
 def datasets_root():

@@ -16,7 +16,7 @@ import json
 import os
 
 __all__ = ["COMPLETE", "INCOMPLETE", "MISSING", "DET_METRICS", "CLS_METRICS", "LOSS_NAMES",
-           "read_run", "read_metrics", "loss_curves", "markdown_table"]
+           "read_run", "read_metrics", "loss_curves"]
 
 COMPLETE, INCOMPLETE, MISSING = "complete", "incomplete", "missing"
 # Headline metrics per task, in table order (percent).
@@ -247,13 +247,3 @@ def read_run(run_dir, name=None):
     out["paper_dataset"] = DATASET_ALIASES.get(out["dataset"], out["dataset"])
     return out
 
-
-def markdown_table(rows, columns=DET_METRICS):
-    """Markdown table of :func:`read_run` summaries (one line per run, "-" where missing)."""
-    head = "| run | status | " + " | ".join(columns) + " |"
-    lines = [head, "|" + "---|" * (len(columns) + 2)]
-    for r in rows:
-        m = r.get("metrics") or r.get("bbox") or {}
-        vals = [f"{m[c]:.2f}" if isinstance(m.get(c), (int, float)) else "-" for c in columns]
-        lines.append(f"| {r.get('label', r['run'])} | {r['status']} | " + " | ".join(vals) + " |")
-    return "\n".join(lines)

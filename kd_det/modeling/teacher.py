@@ -6,6 +6,7 @@ import os
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
+from .. import REPO_ROOT
 from ..errors import ConfigError
 
 __all__ = ["build_teacher", "file_sha256", "freeze_", "resolve_path"]
@@ -22,14 +23,11 @@ def file_sha256(path, chunk=1 << 20):
     return h.hexdigest()
 
 
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 def resolve_path(path):
     """A relative path as given if it exists from the working directory, else from the kd_det repository root."""
     if not path or os.path.isabs(path) or os.path.exists(path):
         return path
-    in_repo = os.path.join(_REPO, path)
+    in_repo = os.path.join(REPO_ROOT, path)
     return in_repo if os.path.exists(in_repo) else path
 
 
