@@ -16,6 +16,10 @@ def add_kd_det_config(cfg):
     cfg.DATASETS.COCO_FORMAT = []
     # COCO evaluation backend: "faster_coco_eval" (C++, fast) or "pycocotools" (the reference).
     cfg.TEST.EVAL_BACKEND = "faster_coco_eval"
+    # Iterations between console lines / metrics.json rows / TensorBoard points (Detectron2: 20).
+    cfg.SOLVER.LOG_PERIOD = 20
+    # Logged losses are medians over this many iterations (Detectron2: 20); 1 logs each step's raw value.
+    cfg.SOLVER.LOG_WINDOW = 20
     return cfg
 
 

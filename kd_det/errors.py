@@ -4,7 +4,7 @@
 exception is a bug and keeps its traceback.
 """
 
-__all__ = ["UserError", "ConfigError", "DatasetError"]
+__all__ = ["UserError", "ConfigError", "DatasetError", "NonFiniteLossError"]
 
 
 class UserError(ValueError):
@@ -17,3 +17,7 @@ class ConfigError(UserError):
 
 class DatasetError(UserError):
     """A dataset is missing or malformed."""
+
+
+class NonFiniteLossError(UserError):
+    """A loss term became NaN/Inf during training; raised before the optimizer step, so nothing is corrupted."""

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..safe_load import load_torch
 
 __all__ = ["atomic_save", "extract_state_dict", "load_weights", "LAST", "FINAL", "BEST"]
 
@@ -59,7 +60,7 @@ def load_weights(model: nn.Module, path: str, what: str = "MODEL.WEIGHTS") -> No
     """
     if not os.path.isfile(path):
         raise UserError(f"{what} file {path} does not exist (weights are never downloaded).")
-    sd = extract_state_dict(torch.load(path, map_location="cpu", weights_only=False), path)
+    sd = extract_state_dict(load_torch(path, f"{what} file"), path)
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))

@@ -25,6 +25,7 @@ from typing import Dict, List, Tuple
 import torch
 
 from ..errors import UserError
+from ..safe_load import load_torch
 from .checkpoint import extract_state_dict
 
 __all__ = ["detect_arch", "convert_resnet", "convert_mobilenet_v2", "convert_state_dict",
@@ -114,7 +115,7 @@ def convert_checkpoint(src: str, dst: str, prefix: str = "backbone.bottom_up.",
     """
     if not os.path.isfile(src):
         raise UserError(f"Checkpoint {src} does not exist.")
-    sd = extract_state_dict(torch.load(src, map_location="cpu", weights_only=False), src)
+    sd = extract_state_dict(load_torch(src, "Input"), src)
     weights, arch, depth = convert_state_dict(sd, prefix)
     blob = {"__author__": "kd_det", "matching_heuristics": bool(matching_heuristics)}
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)

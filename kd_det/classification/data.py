@@ -22,7 +22,8 @@ from torch.utils.data import Dataset
 from torchvision import datasets as tv_datasets
 from torchvision import transforms as T
 
-from ..errors import DatasetError
+from ..errors import DatasetError, UserError
+from ..safe_load import load_pickle
 
 __all__ = ["CifarPickleDataset", "ImageFolderWithIndex", "ContrastIndexDataset", "build_datasets",
            "build_transforms", "write_cifar_pickles"]
@@ -43,10 +44,9 @@ def _load_pickle(path: str) -> Dict[str, object]:
             f"CIFAR-100 file {path} not found: DATA.ROOT must hold cifar-100-python/train and "
             "cifar-100-python/test (the extracted cifar-100-python.tar.gz).")
     try:
-        with open(path, "rb") as f:
-            raw = pickle.load(f, encoding="latin1")
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a data problem
-        raise DatasetError(f"CIFAR-100 file {path} is not a readable pickle ({e}).") from None
+        raw = load_pickle(path, "CIFAR-100 file")
+    except UserError as e:
+        raise DatasetError(str(e)) from None
     if not isinstance(raw, dict):
         raise DatasetError(f"CIFAR-100 file {path} holds a {type(raw).__name__}, expected a dict "
                            "with 'data' and 'fine_labels'.")

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ..errors import ConfigError
+from ..safe_load import load_torch
 from . import dist
 from .checkpoint import BEST, FINAL, LAST, atomic_save, load_weights
 from .data import build_datasets
@@ -182,7 +183,7 @@ def _train_one_epoch(cfg, model, distiller, loader, optimizer, scaler, device, e
 
 
 def _resume(path: str, distiller: Distiller, optimizer, scaler) -> tuple:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_torch(path, "Checkpoint")
     distiller.student.load_state_dict(ckpt["model"])
     if distiller.criterion is not None:
         distiller.criterion.load_state_dict(ckpt["distill"])

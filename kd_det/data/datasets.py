@@ -8,19 +8,31 @@
   itself under ``$DETECTRON2_DATASETS/coco``.
 
 :func:`setup_datasets` runs before any training step, so a missing path fails at
-start with one sentence naming the path and the environment variable.
+start with one sentence naming the path and the environment variable. Every COCO-json
+dataset used (ours and Detectron2's built-ins) is read by :func:`load_coco_checked`:
+
+* a json that cannot be parsed, has no images or no annotations is refused (one sentence);
+* boxes with zero/negative width or height, non-finite numbers, or lying entirely outside
+  their image are *skipped with one counted warning*, not refused: COCO-style files from
+  annotation tools often hold a few such boxes, Detectron2 would otherwise pass them on
+  silently (a zero-size box becomes a degenerate regression target), and one bad box in a
+  million should not stop a run. Boxes partly outside the image are kept (the loader clips them).
+* :func:`check_num_classes` compares the categories with ``MODEL.ROI_HEADS.NUM_CLASSES``.
 """
+import json
 import logging
+import math
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data.datasets import load_coco_json
 
 from .. import REPO_ROOT
 from ..errors import DatasetError
 from .shapes import CATEGORIES, make_shapes, shapes_paths
 
-__all__ = ["DatasetError", "datasets_root", "register_coco", "register_shapes", "setup_datasets"]
+__all__ = ["DatasetError", "check_num_classes", "datasets_root", "load_coco_checked", "register_coco",
+           "register_shapes", "setup_datasets"]
 
 logger = logging.getLogger(__name__)
 _REPO_DATASETS = os.path.join(REPO_ROOT, "datasets")
@@ -31,16 +43,75 @@ def datasets_root():
     return os.path.abspath(os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", _REPO_DATASETS)))
 
 
+def _bad_box(box, width, height):
+    x, y, w, h = box
+    return (not all(math.isfinite(v) for v in box) or w <= 0 or h <= 0
+            or x >= width or y >= height or x + w <= 0 or y + h <= 0)
+
+
+def load_coco_checked(json_file, image_root, name):
+    """``detectron2.data.datasets.load_coco_json`` + the checks in the module doc.
+
+    Returns Detectron2's list of dataset dicts without the skipped boxes.
+    """
+    where = f"COCO json {json_file} (dataset '{name}')"
+    try:
+        dicts = load_coco_json(json_file, image_root, name)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{where} is not valid JSON ({e}).") from None
+    except KeyError as e:
+        raise DatasetError(f"{where} lacks the key {e.args[0]!r} in an image, annotation or category entry "
+                           "(or an annotation names a category id the file does not define).") from None
+    except (AssertionError, TypeError, ValueError) as e:
+        raise DatasetError(f"{where} is not a COCO instances file ({type(e).__name__}: {e}).") from None
+    if not dicts:
+        raise DatasetError(f"{where} has no images.")
+    total = sum(len(d.get("annotations", ())) for d in dicts)
+    if total == 0:
+        raise DatasetError(f"{where} has no annotations: there is nothing to train on or to compute AP against.")
+    skipped = []
+    for d in dicts:
+        keep = []
+        for a in d.get("annotations", ()):
+            if _bad_box(a["bbox"], d["width"], d["height"]):
+                skipped.append((os.path.basename(d["file_name"]), a["bbox"]))
+            else:
+                keep.append(a)
+        d["annotations"] = keep
+    if skipped:
+        logger.warning(f"{where}: skipped {len(skipped)} of {total} boxes with zero/negative width or height or "
+                       f"entirely outside their image (first: {skipped[0][0]} bbox {skipped[0][1]}).")
+    return dicts
+
+
 def register_coco(name, json_file, image_root):
-    """Register a COCO-format instance dataset under ``name`` (idempotent for the same paths)."""
+    """Register a COCO-format instance dataset under ``name`` (idempotent for the same paths).
+
+    Same metadata as Detectron2's ``register_coco_instances``; the loader is :func:`load_coco_checked`.
+    """
     json_file, image_root = os.path.abspath(json_file), os.path.abspath(image_root)
     if name in DatasetCatalog.list():
         meta = MetadataCatalog.get(name)
-        if getattr(meta, "json_file", None) == json_file and getattr(meta, "image_root", None) == image_root:
+        if (getattr(meta, "json_file", None) == json_file and getattr(meta, "image_root", None) == image_root
+                and getattr(meta, "checked", False)):
             return
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
-    register_coco_instances(name, {}, json_file, image_root)
+    DatasetCatalog.register(name, lambda: load_coco_checked(json_file, image_root, name))
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco", checked=True)
+
+
+def check_num_classes(cfg, names):
+    """Refuse a dataset whose category count differs from ``MODEL.ROI_HEADS.NUM_CLASSES`` (call after loading)."""
+    k = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    for name in names:
+        meta = MetadataCatalog.get(name)
+        classes = getattr(meta, "thing_classes", None)
+        if classes is not None and len(classes) != k:
+            raise DatasetError(
+                f"Dataset '{name}' ({getattr(meta, 'json_file', 'registered in Python')}) has {len(classes)} "
+                f"categories but MODEL.ROI_HEADS.NUM_CLASSES is {k}; set it to {len(classes)} or use a dataset "
+                "with the model's classes.")
 
 
 def register_shapes(root=None):
@@ -61,6 +132,11 @@ def _check_one(name):
     meta = MetadataCatalog.get(name)
     shapes_root = getattr(meta, "shapes_root", None)
     json_file = getattr(meta, "json_file", None)
+    if json_file and getattr(meta, "evaluator_type", None) == "coco" and not getattr(meta, "checked", False):
+        old = meta.as_dict()
+        register_coco(name, json_file, meta.image_root)  # a Detectron2 built-in: same files, checked loader
+        meta = MetadataCatalog.get(name)
+        meta.set(**{k: v for k, v in old.items() if k != "name" and not hasattr(meta, k)})
     if shapes_root is not None and not os.path.isfile(json_file):
         logger.info(f"Building the synthetic shapes dataset under {shapes_root} ...")
         make_shapes(shapes_root)

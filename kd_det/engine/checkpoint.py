@@ -5,6 +5,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..errors import ConfigError
+from ..safe_load import read_detectron2_weights
 
 __all__ = ["KDCheckpointer"]
 
@@ -16,7 +17,9 @@ def _atomic_write(path, write):
 
 
 class KDCheckpointer(DetectionCheckpointer):
-    """``DetectionCheckpointer`` with atomic writes (file, then ``last_checkpoint``) and the teacher's identity.
+    """``DetectionCheckpointer`` with atomic writes (file, then ``last_checkpoint``), the teacher's identity
+    and safe loading (:func:`kd_det.safe_load.read_detectron2_weights`: restricted unpickler for ``.pkl``,
+    ``torch.load(weights_only=True)`` for ``.pth``).
 
     A DistillRCNN checkpoint stores ``teacher`` = {"config_file", "weights", "sha256", ...} (the
     teacher weights themselves are reloaded from ``KD.TEACHER.WEIGHTS``); resuming with a teacher
@@ -48,10 +51,7 @@ class KDCheckpointer(DetectionCheckpointer):
         _atomic_write(os.path.join(self.save_dir, "last_checkpoint"), write)
 
     def _load_file(self, filename):
-        try:
-            data = super()._load_file(filename)
-        except Exception as e:  # truncated / corrupt / not a checkpoint
-            raise ConfigError(f"Checkpoint {filename} cannot be read ({type(e).__name__}: {e}).") from None
+        data = read_detectron2_weights(filename, "Checkpoint")
         recorded, current = data.get("teacher"), self._teacher_identity()
         if recorded and current and recorded.get("sha256") != current.get("sha256"):
             raise ConfigError(

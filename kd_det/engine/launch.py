@@ -7,6 +7,7 @@ the environment) the process group is built from ``env://`` and nothing is spawn
 """
 import logging
 import os
+import sys
 from datetime import timedelta
 
 import torch
@@ -49,13 +50,17 @@ def _init_group(init_method, world_size, rank, local_rank, num_per_machine, time
     comm.synchronize()
 
 
-def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args, timeout):
+def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args, timeout, errors):
     rank = machine_rank * num_per_machine + local_rank
     _init_group(dist_url, world_size, rank, local_rank, num_per_machine, timeout)
     try:
         main_func(*args)
+    except UserError as e:  # hand the sentence to the parent, which raises it again: no traceback wall
+        errors.put((type(e).__name__, str(e)))
+        sys.exit(2)
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist_url=None, args=(),
@@ -84,8 +89,14 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
             raise UserError("--dist-url auto works on one machine only; give tcp://HOST:PORT of machine 0.")
         dist_url = f"tcp://127.0.0.1:{_free_port()}"
     logger.info(f"Starting {num_gpus_per_machine} {_backend()} processes ({world_size} in all) at {dist_url}")
-    mp.spawn(_worker, nprocs=num_gpus_per_machine, daemon=False,
-             args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout))
+    errors = mp.get_context("spawn").SimpleQueue()
+    try:
+        mp.spawn(_worker, nprocs=num_gpus_per_machine, daemon=False,
+                 args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout, errors))
+    except mp.ProcessExitedException:
+        if errors.empty():
+            raise
+        raise UserError(errors.get()[1]) from None
 
 
 def create_ddp_model(model, *, fp16_compression=False, **kwargs):

@@ -1,15 +1,23 @@
-"""Detectron2 ``DefaultTrainer`` with kd_det's COCO evaluator and an evaluation.json per run."""
+"""Detectron2 ``DefaultTrainer`` with kd_det's training step, checkpointer, COCO evaluator and log settings."""
 import json
+import logging
 import os
 import time
+import weakref
 
-from detectron2.engine import DefaultTrainer
+from detectron2.data import build_detection_train_loader
+from detectron2.data.build import _train_loader_from_config
+from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.utils import comm
-from detectron2.utils.events import get_event_storage
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter, get_event_storage
 
 from .. import modeling  # noqa: F401  (registers DistillRCNN and the extra backbones)
+from ..data import check_num_classes
+from ..errors import UserError
 from ..evaluation.evaluator import COCOBoxEvaluator
 from .checkpoint import KDCheckpointer
+from .launch import create_ddp_model
+from .train_loop import KDTrainLoop, ResumableSampler, amp_mode
 
 __all__ = ["Trainer", "evaluate_teacher", "write_evaluation"]
 
@@ -39,18 +47,85 @@ def write_evaluation(cfg, results, path=None):
     return path
 
 
+class _UserErrorsWithoutTraceback(logging.Filter):
+    """TrainerBase.train logs every exception with its traceback; a UserError gets its sentence only."""
+
+    def filter(self, record):
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, UserError):
+            record.msg, record.args, record.exc_info, record.exc_text = f"Training stopped: {error}", (), None, None
+        return True
+
+
+logging.getLogger("detectron2.engine.train_loop").addFilter(_UserErrorsWithoutTraceback())
+
+
 class Trainer(DefaultTrainer):
     """Train/evaluate any Faster R-CNN FPN config; evaluation is COCO box AP on each test set.
 
-    Checkpoints are written atomically and record the teacher's identity (:class:`KDCheckpointer`).
+    Differences from ``DefaultTrainer`` (same hooks, same command line):
+
+    * the step is :class:`KDTrainLoop`: ``SOLVER.AMP.ENABLED`` works on CUDA (float16) and CPU
+      (bfloat16), and a NaN/Inf loss term stops every rank with one sentence before the update;
+    * checkpoints are written atomically and record the teacher's identity (:class:`KDCheckpointer`);
+    * ``SOLVER.LOG_PERIOD`` / ``SOLVER.LOG_WINDOW`` set the writers' period and smoothing window
+      (Detectron2 hard-codes 20 / 20);
+    * the datasets' category count is checked against ``MODEL.ROI_HEADS.NUM_CLASSES``;
+    * ``--resume`` continues the sample stream and the random states where the checkpoint left
+      them: with one process and ``DATALOADER.NUM_WORKERS 0`` the losses after a resume equal an
+      uninterrupted run's (with loader workers, their augmentation randomness restarts; with several
+      processes, ranks > 0 keep fresh random states).
     """
 
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__, with KDTrainLoop and KDCheckpointer in place of its two classes.
+        TrainerBase.__init__(self)
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        self._sampler = getattr(data_loader, "resumable_sampler", None)
+        model = create_ddp_model(model, broadcast_buffers=False)
+        self._trainer = KDTrainLoop(model, data_loader, optimizer, amp=amp_mode(cfg), save_dir=cfg.OUTPUT_DIR)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = KDCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter, self.max_iter, self.cfg = 0, cfg.SOLVER.MAX_ITER, cfg
+        self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume)
+        if self._sampler is not None:
+            self._sampler.start = self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+        self._trainer.start()
+
     def build_hooks(self):
-        # DefaultTrainer.__init__ builds a DetectionCheckpointer just before calling build_hooks,
-        # whose PeriodicCheckpointer must use ours: swap it here, same arguments.
-        old = self.checkpointer
-        self.checkpointer = KDCheckpointer(old.model, old.save_dir, **old.checkpointables)
-        return super().build_hooks()
+        ret = super().build_hooks()
+        for hook in ret:
+            if isinstance(hook, hooks.PeriodicWriter):
+                hook._period = self.cfg.SOLVER.LOG_PERIOD  # DefaultTrainer passes a literal 20
+        return ret
+
+    def build_writers(self):
+        window, out = self.cfg.SOLVER.LOG_WINDOW, self.cfg.OUTPUT_DIR
+        return [CommonMetricPrinter(self.max_iter, window_size=window),
+                JSONWriter(os.path.join(out, "metrics.json"), window_size=window),
+                TensorboardXWriter(out, window_size=window)]
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        """Detectron2's train loader (same config keys) over a :class:`ResumableSampler`."""
+        kwargs = _train_loader_from_config(cfg)  # loads the dataset dicts, which sets thing_classes
+        check_num_classes(cfg, cfg.DATASETS.TRAIN)
+        kwargs["sampler"] = sampler = ResumableSampler(kwargs["sampler"])
+        loader = build_detection_train_loader(**kwargs)
+        loader.resumable_sampler = sampler
+        return loader
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        loader = super().build_test_loader(cfg, dataset_name)
+        check_num_classes(cfg, [dataset_name])
+        return loader
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -34,7 +34,7 @@ optional ones also in ``OPTIONAL_INPUTS``):
 """
 from __future__ import annotations
 
-from ._common import LossModule, set_finite_check
+from ._common import LossModule, NonFiniteInputError, set_finite_check
 from .ckd import CKDLoss, ckd_loss
 from .combine import DistillLoss
 from .crd import CRDLoss
@@ -47,7 +47,7 @@ from .msd import MSDLoss, msd_stage_loss, multi_scale_pool
 from .reviewkd import ReviewKDLoss, hcl_loss
 
 __all__ = [
-    "LOSS_REGISTRY", "build_loss", "register_loss", "DistillLoss", "LossModule", "set_finite_check",
+    "LOSS_REGISTRY", "build_loss", "register_loss", "DistillLoss", "LossModule", "NonFiniteInputError", "set_finite_check",
     "kd_loss", "dkd_loss", "dkd_terms", "ckd_loss", "dcd_loss", "hcl_loss", "msd_stage_loss", "multi_scale_pool",
     "fgfi_mask", "fgfi_masks",
     "KDLoss", "DKDLoss", "CKDLoss", "DCDLoss", "FitNetLoss", "FGFILoss", "ReviewKDLoss", "MSDLoss", "CRDLoss",

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "LossModule", "fp32_math", "cast", "compute_dtype", "module_dtype", "graph_zero",
+    "LossModule", "NonFiniteInputError", "fp32_math", "cast", "compute_dtype", "module_dtype", "graph_zero",
     "set_finite_check", "check_finite", "check_chunk", "row_logsumexp", "check_positive", "check_nonnegative",
     "check_logit_pair", "check_same_rows", "split_features", "split_feature_pair", "channel_list",
     "check_channels",
@@ -108,10 +108,18 @@ def graph_zero(*things) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- validation
+class NonFiniteInputError(ValueError):
+    """An input of loss ``loss`` (argument ``key``) holds NaN or Inf; training loops catch it by type."""
+
+    def __init__(self, loss: str, key: str):
+        super().__init__(f"{loss}: input '{key}' contains non-finite values (NaN or Inf).")
+        self.loss, self.key = loss, key
+
+
 def check_finite(loss: str, key: str, x: Tensor) -> None:
-    """Raise ``ValueError`` if ``x`` holds NaN or Inf (skipped when the check is turned off)."""
+    """Raise :class:`NonFiniteInputError` if ``x`` holds NaN or Inf (skipped when the check is turned off)."""
     if _FINITE_CHECK and x.numel() and x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{loss}: input '{key}' contains non-finite values (NaN or Inf).")
+        raise NonFiniteInputError(loss, key)
 
 
 def check_chunk(loss: str, chunk_size) -> None:

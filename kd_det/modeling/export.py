@@ -5,6 +5,7 @@ import torch
 
 from ..engine.setup import load_config
 from ..errors import ConfigError
+from ..safe_load import load_torch
 
 __all__ = ["export_student"]
 
@@ -47,12 +48,7 @@ def export_student(config_file, weights, out_dir, opts=()):
         (checkpoint path, config path, number of dropped distillation tensors).
     """
     cfg = load_config(config_file, opts)
-    if not os.path.isfile(weights):
-        raise ConfigError(f"Checkpoint {weights} does not exist.")
-    try:
-        ckpt = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ConfigError(f"Checkpoint {weights} cannot be read ({type(e).__name__}: {e}).") from None
+    ckpt = load_torch(weights, "Checkpoint")
     model = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(model, dict):
         raise ConfigError(f"Checkpoint {weights} holds no model state dict.")

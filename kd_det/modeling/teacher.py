@@ -8,6 +8,7 @@ from detectron2.modeling import build_model
 
 from .. import REPO_ROOT
 from ..errors import ConfigError
+from ..safe_load import read_detectron2_weights
 
 __all__ = ["build_teacher", "file_sha256", "freeze_", "resolve_path"]
 
@@ -61,12 +62,7 @@ def _load_checked(model, path, min_fraction):
     if not os.path.isfile(path):
         raise ConfigError(f"KD.TEACHER.WEIGHTS {path} does not exist.")
     ckpt = DetectionCheckpointer(model)
-    try:
-        data = ckpt._load_file(path)
-    except Exception as e:  # truncated / not a checkpoint
-        raise ConfigError(f"KD.TEACHER.WEIGHTS {path} cannot be read as a Detectron2 checkpoint "
-                          f"({type(e).__name__}: {e}).") from None
-    incompatible = ckpt._load_model(data)
+    incompatible = ckpt._load_model(read_detectron2_weights(path, "KD.TEACHER.WEIGHTS"))
     total = len(model.state_dict())
     missed = set(incompatible.missing_keys) | {k for k, *_ in incompatible.incorrect_shapes}
     fraction = 1.0 - len(missed) / max(total, 1)

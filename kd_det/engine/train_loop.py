@@ -1,0 +1,179 @@
+"""The training step: Detectron2's ``SimpleTrainer`` step plus mixed precision on CUDA *and* CPU,
+and a stop with one sentence when a loss term turns NaN/Inf.
+
+Detectron2 0.6 has ``SimpleTrainer`` (float32) and ``AMPTrainer`` (CUDA float16 only; it asserts
+CUDA). :class:`KDTrainLoop` is both:
+
+* ``SOLVER.AMP.ENABLED False``: exactly ``SimpleTrainer.run_step``;
+* ``SOLVER.AMP.ENABLED True`` on CUDA: float16 autocast + ``GradScaler`` (what ``AMPTrainer`` does);
+* ``SOLVER.AMP.ENABLED True`` on CPU: bfloat16 autocast, no scaler (bf16 has float32's range).
+
+The distillation losses compute in float32 under either autocast (``kd_det.losses`` turns autocast
+off inside every loss), so temperature-scaled softmax / KL / contrastive terms never run in half
+precision.
+
+Non-finite losses. Every rank checks every loss term after the forward pass and the ranks agree
+(one all-reduce of a flag per term) before anything is back-propagated, so a NaN stops every
+process at the same iteration *before* the optimizer step: the weights in memory and every
+checkpoint on disk stay the last good ones. The error names the term, the iteration and the
+checkpoint to resume from.
+
+Exact resume. The step's state (``state_dict``) holds the random states of torch, numpy and
+Python (and CUDA) besides the GradScaler, and the data iterator is created only by
+:meth:`start`, so a resumed run can draw the same random numbers as an uninterrupted one
+(see ``Trainer.resume_or_load``).
+"""
+import itertools
+import os
+import random
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from detectron2.engine import SimpleTrainer, TrainerBase
+from detectron2.utils import comm
+from torch.utils.data import Sampler
+
+from ..errors import NonFiniteLossError
+from ..losses import NonFiniteInputError
+
+__all__ = ["KDTrainLoop", "ResumableSampler", "amp_mode"]
+
+
+def amp_mode(cfg):
+    """``None`` (float32), ``"cuda"`` (float16 + GradScaler) or ``"cpu"`` (bfloat16) for ``cfg``."""
+    if not cfg.SOLVER.AMP.ENABLED:
+        return None
+    return "cuda" if cfg.MODEL.DEVICE.startswith("cuda") else "cpu"
+
+
+class KDTrainLoop(SimpleTrainer):
+    """``SimpleTrainer`` with optional autocast (see module doc) and the non-finite loss stop.
+
+    Args:
+        model, data_loader, optimizer: as for ``SimpleTrainer``.
+        amp: ``None``, ``"cuda"`` or ``"cpu"`` (:func:`amp_mode`).
+        save_dir: where ``last_checkpoint`` lives, named in the non-finite loss error.
+    """
+
+    def __init__(self, model, data_loader, optimizer, amp=None, save_dir=""):
+        TrainerBase.__init__(self)  # not SimpleTrainer.__init__: it would start the data iterator now
+        model.train()
+        self.model, self.data_loader, self.optimizer = model, data_loader, optimizer
+        self.amp, self.save_dir = amp, save_dir
+        self.grad_scaler = torch.amp.GradScaler("cuda") if amp == "cuda" else None
+        self._iterator, self._saved_rng = None, None
+
+    @property
+    def _data_loader_iter(self):
+        if self._iterator is None:
+            self.start()
+        return self._iterator
+
+    def start(self):
+        """Create the data iterator (workers start here), then restore a checkpoint's random states."""
+        self._iterator = iter(self.data_loader)
+        if self._saved_rng is not None and comm.get_rank() == 0:
+            _set_rng(self._saved_rng)
+        self._saved_rng = None
+
+    def run_step(self):
+        assert self.model.training, "[KDTrainLoop] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+
+        dtype = torch.float16 if self.amp == "cuda" else torch.bfloat16
+        with torch.autocast(device_type=self.amp or "cpu", dtype=dtype, enabled=self.amp is not None):
+            try:
+                loss_dict = self.model(data)
+            except NonFiniteInputError as e:  # a distillation loss received NaN/Inf features or logits
+                raise NonFiniteLossError(self._message(f"loss_{e.loss}", f"fed non-finite '{e.key}'")) from None
+        if isinstance(loss_dict, torch.Tensor):
+            loss_dict = {"total_loss": loss_dict}
+        self._check_finite(loss_dict)
+        losses = sum(loss_dict.values())
+
+        self.optimizer.zero_grad()
+        (self.grad_scaler.scale(losses) if self.grad_scaler else losses).backward()
+        self._write_metrics(loss_dict, data_time)
+        if self.grad_scaler:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+
+    def _check_finite(self, loss_dict):
+        """Raise :class:`NonFiniteLossError` on every rank if any rank has a NaN/Inf loss term."""
+        names = sorted(loss_dict)
+        values = torch.stack([loss_dict[k].detach().float().reshape(()) for k in names])
+        bad = (~torch.isfinite(values)).float()
+        if comm.get_world_size() > 1:
+            dist.all_reduce(bad)  # the ranks agree, so all of them stop at this iteration
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            local = values[i].item()
+            raise NonFiniteLossError(self._message(names[i], f"is {local}" if not torch.isfinite(values[i])
+                                                   else "is non-finite on another rank"))
+
+    def _message(self, term, what):
+        last = os.path.join(self.save_dir, "last_checkpoint") if self.save_dir else ""
+        if last and os.path.isfile(last):
+            with open(last) as f:
+                ckpt = os.path.join(self.save_dir, f.read().strip())
+            keep = f"the last good checkpoint {ckpt} is untouched (restart from it with --resume and"
+        else:
+            keep = "no checkpoint had been written yet (restart with"
+        return (f"Loss term {term} {what} at iteration {self.iter}: training stopped before the optimizer step; "
+                f"{keep} a lower SOLVER.BASE_LR or SOLVER.CLIP_GRADIENTS.ENABLED True).")
+
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["rng"] = _get_rng()
+        if self.grad_scaler:
+            ret["grad_scaler"] = self.grad_scaler.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self._saved_rng = state_dict.get("rng")  # applied by start(), after the iterator exists
+        if self.grad_scaler and "grad_scaler" in state_dict:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
+
+
+class ResumableSampler(Sampler):
+    """Any Detectron2 training sampler, started ``start`` indices into its (per-rank) stream.
+
+    Detectron2 restarts the sample stream from its beginning on ``--resume``; with ``start`` =
+    iterations done x images per rank, a resumed run sees the images an uninterrupted run would.
+    With ``DATALOADER.ASPECT_RATIO_GROUPING`` and images of both orientations, the few images
+    waiting in the grouping buckets at the checkpoint are not restored.
+    """
+
+    def __init__(self, sampler, start=0):
+        self.sampler, self.start = sampler, start
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.start, None)
+
+
+def _get_rng():
+    """Random states as tensors / lists / ints (``torch.load(weights_only=True)`` reads them)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos,
+                                                       has_gauss, gauss],
+             "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng(state):
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
