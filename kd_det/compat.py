@@ -30,6 +30,7 @@ What is changed, line by line:
    generator; the default "ij" is what it wants). Nothing else is filtered.
 """
 import importlib.util
+import logging
 import os
 import sys
 import types
@@ -105,6 +106,9 @@ def _cpp_stand_in():
 def _quiet_known_warnings():
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning)
+    # Detectron2's collect_env imports torch.utils.cpp_extension, which logs "No CUDA runtime is
+    # found, using CUDA_HOME=..." on stderr on every CPU machine; kd_det builds no extension.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 def apply():

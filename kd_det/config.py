@@ -41,6 +41,9 @@ def add_kd_config(cfg):
     cfg.KD.PARAMS = CN(new_allowed=True)
     # Input remaps per loss, KD.INPUTS.<name>.<loss arg> = provided tensor (e.g. dcd: {emb_s: logits_s}).
     cfg.KD.INPUTS = CN(new_allowed=True)
+    # Norm of BatchNorm2d layers inside learnable distillation parts (ReviewKD's fusion modules): ""
+    # keeps per-process BatchNorm2d (ReviewKD's code); "naiveSyncBN" / "SyncBN" sync statistics across processes.
+    cfg.KD.NORM = ""
     # FPN levels handed to feature losses (ReviewKD, FitNet, FGFI, MSD), finest first; both sides need them.
     cfg.KD.FEATURE_LEVELS = ["p2", "p3", "p4", "p5", "p6"]
     # Labels used by reports to match the papers' tables (dataset x teacher x student x method).

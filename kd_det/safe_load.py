@@ -14,6 +14,7 @@ Nothing here imports Detectron2.
 """
 import os
 import pickle
+import re
 
 import torch
 
@@ -78,9 +79,13 @@ def load_torch(path, what="Checkpoint"):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UnsafeFileError(f"{what} {path} holds objects torch.load(weights_only=True) refuses "
-                              f"({_first_sentence(e)}); kd_det loads only tensors, containers and numbers "
-                              "from .pth files.") from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:
+            raise UnsafeFileError(f"{what} {path} asks to build {found.group(1)}, which torch.load(weights_only=True) "
+                                  "refuses; kd_det loads only tensors, containers and numbers from .pth files.") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+        raise UserError(f"{what} {path} is truncated or not a torch checkpoint "
+                        f"({detail.group(1).strip() if detail else _first_sentence(e)}).") from None
     except (RuntimeError, EOFError, ValueError, OSError) as e:
         raise UserError(f"{what} {path} is truncated or not a torch checkpoint ({_first_sentence(e)}).") from None
 

@@ -43,3 +43,22 @@ def _run_tool(script, args, datasets_root, timeout=600):
 def run_tool():
     """``run_tool(script, args, datasets_root)``: run ``tools/<script>`` in a fresh interpreter."""
     return _run_tool
+
+
+@pytest.fixture(scope="session")
+def teacher_files(tmp_path_factory):
+    """A small R-18 teacher config and a weights file saved from it (random init): (config, weights)."""
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from kd_det.engine.setup import load_config
+
+    d = tmp_path_factory.mktemp("teacher")
+    cfg_file = d / "teacher.yaml"
+    cfg_file.write_text(f'_BASE_: "{REPO}/configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml"\n'
+                        "MODEL:\n  FPN: {OUT_CHANNELS: 48}\n  ROI_BOX_HEAD: {FC_DIM: 96}\n")
+    torch.manual_seed(0)
+    teacher = build_model(load_config(str(cfg_file)))
+    DetectionCheckpointer(teacher, save_dir=str(d)).save("model_final")
+    return str(cfg_file), str(d / "model_final.pth")

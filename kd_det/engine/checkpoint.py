@@ -40,6 +40,7 @@ class KDCheckpointer(DetectionCheckpointer):
             data["teacher"] = self._teacher_identity()
         basename = f"{name}.pth"
         path = os.path.join(self.save_dir, basename)
+        os.makedirs(self.save_dir, exist_ok=True)
         self.logger.info(f"Saving checkpoint to {path}")
         _atomic_write(path, lambda tmp: torch.save(data, tmp))
         self.tag_last_checkpoint(basename)

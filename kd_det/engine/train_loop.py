@@ -89,7 +89,9 @@ class KDTrainLoop(SimpleTrainer):
             try:
                 loss_dict = self.model(data)
             except NonFiniteInputError as e:  # a distillation loss received NaN/Inf features or logits
-                raise NonFiniteLossError(self._message(f"loss_{e.loss}", f"fed non-finite '{e.key}'")) from None
+                raise NonFiniteLossError(self._message(f"Loss term loss_{e.loss} got non-finite input '{e.key}'")) from None
+            except FloatingPointError as e:  # Detectron2's RPN: "Predicted boxes or scores contain Inf/NaN"
+                raise NonFiniteLossError(self._message(f"The forward pass diverged ({str(e).split('.')[0]})")) from None
         if isinstance(loss_dict, torch.Tensor):
             loss_dict = {"total_loss": loss_dict}
         self._check_finite(loss_dict)
@@ -114,18 +116,18 @@ class KDTrainLoop(SimpleTrainer):
         if bad.any():
             i = int(bad.nonzero()[0])
             local = values[i].item()
-            raise NonFiniteLossError(self._message(names[i], f"is {local}" if not torch.isfinite(values[i])
-                                                   else "is non-finite on another rank"))
+            raise NonFiniteLossError(self._message(f"Loss term {names[i]} is {local}" if not torch.isfinite(values[i])
+                                                   else f"Loss term {names[i]} is non-finite on another rank"))
 
-    def _message(self, term, what):
+    def _message(self, what):
         last = os.path.join(self.save_dir, "last_checkpoint") if self.save_dir else ""
         if last and os.path.isfile(last):
             with open(last) as f:
                 ckpt = os.path.join(self.save_dir, f.read().strip())
-            keep = f"the last good checkpoint {ckpt} is untouched (restart from it with --resume and"
+            keep = f"the last checkpoint {ckpt} predates it and is untouched (restart from it with --resume and"
         else:
             keep = "no checkpoint had been written yet (restart with"
-        return (f"Loss term {term} {what} at iteration {self.iter}: training stopped before the optimizer step; "
+        return (f"{what} at iteration {self.iter}: training stopped before the optimizer step; "
                 f"{keep} a lower SOLVER.BASE_LR or SOLVER.CLIP_GRADIENTS.ENABLED True).")
 
     def state_dict(self):

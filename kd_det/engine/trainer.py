@@ -5,11 +5,13 @@ import os
 import time
 import weakref
 
+import torch
 from detectron2.data import build_detection_train_loader
 from detectron2.data.build import _train_loader_from_config
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter, get_event_storage
+from torch.utils.data import DataLoader
 
 from .. import modeling  # noqa: F401  (registers DistillRCNN and the extra backbones)
 from ..data import check_num_classes
@@ -67,7 +69,8 @@ class Trainer(DefaultTrainer):
 
     * the step is :class:`KDTrainLoop`: ``SOLVER.AMP.ENABLED`` works on CUDA (float16) and CPU
       (bfloat16), and a NaN/Inf loss term stops every rank with one sentence before the update;
-    * checkpoints are written atomically and record the teacher's identity (:class:`KDCheckpointer`);
+    * checkpoints are written atomically, record the teacher's identity (:class:`KDCheckpointer`)
+      and hold the optimizer / GradScaler / random states that Detectron2 0.6 leaves out;
     * ``SOLVER.LOG_PERIOD`` / ``SOLVER.LOG_WINDOW`` set the writers' period and smoothing window
       (Detectron2 hard-codes 20 / 20);
     * the datasets' category count is checked against ``MODEL.ROI_HEADS.NUM_CLASSES``;
@@ -91,6 +94,23 @@ class Trainer(DefaultTrainer):
         self.checkpointer = KDCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter, self.max_iter, self.cfg = 0, cfg.SOLVER.MAX_ITER, cfg
         self.register_hooks(self.build_hooks())
+
+    # Detectron2 0.6's DefaultTrainer leaves the step's state out of its checkpoints (fixed upstream
+    # after 0.6): without these two methods a resume would restart SGD momentum, the LR in the
+    # optimizer, the GradScaler and the random states.
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logging.getLogger(__name__).warning(
+                "The checkpoint has no optimizer state (written by Detectron2's own trainer?): SGD momentum "
+                "restarts from zero.")
 
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume)
@@ -119,6 +139,13 @@ class Trainer(DefaultTrainer):
         kwargs["sampler"] = sampler = ResumableSampler(kwargs["sampler"])
         loader = build_detection_train_loader(**kwargs)
         loader.resumable_sampler = sampler
+        # A torch DataLoader draws its workers' base seed from the global RNG when its iterator is
+        # created, which with aspect-ratio grouping happens at the first batch: give it its own
+        # generator (seeded now, from the seeded global RNG) so a resumed run's restored random
+        # stream is not shifted by that draw.
+        inner = loader if isinstance(loader, DataLoader) else getattr(loader, "dataset", None)
+        if isinstance(inner, DataLoader) and inner.generator is None:
+            inner.generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
         return loader
 
     @classmethod

@@ -27,6 +27,7 @@ import logging
 from collections import OrderedDict
 
 import torch
+from detectron2.layers import get_norm
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.roi_heads import StandardROIHeads
 
@@ -61,6 +62,19 @@ def loss_specs(cfg):
              "inputs": _plain(cfg.KD.INPUTS.get(n, {}))} for n, w in zip(names, weights)]
 
 
+def _convert_batchnorm(module, norm):
+    """Replace every ``nn.BatchNorm2d`` under ``module`` by Detectron2's ``get_norm(norm, C)`` (KD.NORM)."""
+    for name, child in module.named_children():
+        if type(child) is torch.nn.BatchNorm2d:
+            try:
+                setattr(module, name, get_norm(norm, child.num_features))
+            except KeyError:
+                raise ConfigError(f"KD.NORM {norm!r} is not a Detectron2 norm; use \"\", \"BN\", \"naiveSyncBN\" "
+                                  "or \"SyncBN\".") from None
+        else:
+            _convert_batchnorm(child, norm)
+
+
 @META_ARCH_REGISTRY.register()
 class DistillRCNN(GeneralizedRCNN):
     """Student GeneralizedRCNN + frozen teacher + the learnable distillation parts (``self.distill``)."""
@@ -92,6 +106,8 @@ class DistillRCNN(GeneralizedRCNN):
             if isinstance(e, ConfigError):
                 raise
             raise ConfigError(f"KD.LOSSES: {e}") from None
+        if cfg.KD.NORM:
+            _convert_batchnorm(self.distill, cfg.KD.NORM)
         self._needs = self.distill.required_inputs() | self.distill.optional_inputs()
         parts = {k: sum(p.numel() for p in m.parameters()) for k, m in self.distill.losses.items()}
         logger.info(f"Distillation losses: {self.distill.extra_repr() or 'none'}; inputs {sorted(self._needs)}; "

@@ -1,0 +1,197 @@
+"""Scale-out and reliability through the real command line: 2 Gloo processes = 1 process, resume
+after ``kill -9`` = uninterrupted run, a kill during a checkpoint write loses nothing, NaN stops."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CFG = "configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml"
+# Log every iteration's raw losses (no smoothing), no evaluation, no random flip: runs are comparable.
+EXACT = ["SOLVER.LOG_PERIOD", "1", "SOLVER.LOG_WINDOW", "1", "DATASETS.TEST", "()", "INPUT.RANDOM_FLIP", "none",
+         "SEED", "7"]
+
+
+def distill_opts(teacher_files, losses=("dkd", "reviewkd")):
+    cfg_file, weights = teacher_files
+    return ["MODEL.META_ARCHITECTURE", "DistillRCNN", "KD.TEACHER.CONFIG_FILE", cfg_file, "KD.TEACHER.WEIGHTS", weights,
+            "KD.LOSSES", str(list(losses)), "KD.LOSS_WEIGHTS", str([1.0] * len(losses)),
+            "KD.FEATURE_LEVELS", "['p3', 'p4']"]
+
+
+def losses_by_iteration(out):
+    """{iteration: {loss name: value}} from metrics.json; a later row for an iteration wins (re-run after resume)."""
+    rows = {}
+    with open(os.path.join(out, "metrics.json")) as f:
+        for line in f:
+            r = json.loads(line)
+            if "total_loss" in r:
+                rows[r["iteration"]] = {k: v for k, v in r.items() if k.startswith("loss_") or k == "total_loss"}
+    return rows
+
+
+def weights(path, skip=()):
+    return {k: v for k, v in torch.load(path, weights_only=True)["model"].items()
+            if v.is_floating_point() and not k.endswith(tuple(skip))}
+
+
+def assert_close_runs(a, b, first_iter, tol=1e-5, skip=()):
+    """Losses of every iteration from ``first_iter`` and final weights (but ``skip`` suffixes) agree within
+    ``tol`` (relative above 1)."""
+    la, lb = losses_by_iteration(a), losses_by_iteration(b)
+    iters = [i for i in sorted(la) if i >= first_iter]
+    assert iters and iters == [i for i in sorted(lb) if i >= first_iter], (sorted(la), sorted(lb))
+    for i in iters:
+        assert la[i].keys() == lb[i].keys()
+        for k in la[i]:
+            assert abs(la[i][k] - lb[i][k]) <= tol * max(1.0, abs(la[i][k])), (i, k, la[i][k], lb[i][k])
+    wa, wb = weights(os.path.join(a, "model_final.pth"), skip), weights(os.path.join(b, "model_final.pth"), skip)
+    assert wa.keys() == wb.keys()
+    worst = max((wa[k] - wb[k]).abs().max().item() for k in wa)
+    assert worst <= tol, worst
+
+
+def test_two_gloo_processes_equal_one(tiny_shapes, tmp_path, run_tool, tiny_opts, teacher_files):
+    """Same total batch (2) and seed: 2 processes x 1 image give the losses and weights of 1 process x 2 images.
+
+    Two things differ between the runs unless controlled, and the test controls both:
+
+    * BN. The student's ResNet uses BN (trained from scratch); per-process BN would normalise each
+      image by its own statistics, so both runs use ``naiveSyncBN`` (Detectron2's all-reduce BN, plain
+      BN in one process): the two processes then normalise with the statistics of the whole batch.
+      ReviewKD's fusion modules have BN too: ``KD.NORM naiveSyncBN`` syncs them the same way. The
+      teacher's BN is in eval mode (running statistics) either way. Every parameter and running mean
+      is compared; running *variances* are not: Detectron2's NaiveSyncBatchNorm tracks the biased
+      batch variance, BatchNorm2d the unbiased one (factor n/(n-1)), so they differ by design.
+    * Random sampling. RPN anchors and R-CNN proposals are subsampled with ``torch.randperm``; one
+      process draws for both images from one random stream, two processes from two. The test samples
+      every anchor and every proposal (batch sizes above the counts, no ground truth appended, so each
+      image has exactly POST_NMS_TOPK_TRAIN RoIs and the per-image means average exactly).
+
+    DKD and ReviewKD are per-RoI / per-image means; contrastive losses (CKD, DCD) draw negatives from
+    the local batch only and would differ, as they do in the papers' multi-GPU runs.
+    """
+    common = [*tiny_opts, *EXACT, *distill_opts(teacher_files), "SOLVER.MAX_ITER", "3",
+              "MODEL.RESNETS.NORM", "naiveSyncBN", "KD.NORM", "naiveSyncBN", "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "100000",
+              "MODEL.RPN.POSITIVE_FRACTION", "1.0", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "100000",
+              "MODEL.ROI_HEADS.POSITIVE_FRACTION", "1.0", "MODEL.ROI_HEADS.PROPOSAL_APPEND_GT", "False"]
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    r1 = run_tool("train_net.py", ["--config-file", CFG, "OUTPUT_DIR", one, *common], tiny_shapes)
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    r2 = run_tool("train_net.py", ["--config-file", CFG, "--num-gpus", "2", "--dist-url", "auto",
+                                   "OUTPUT_DIR", two, *common], tiny_shapes)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    with open(os.path.join(two, "log.txt")) as f:
+        assert "World size: 2" in f.read()
+    assert_close_runs(one, two, first_iter=0, skip=("running_var",))
+    # The learnable distillation parts (ReviewKD's fusion modules) were trained and synced too.
+    assert any(k.startswith("distill.") for k in weights(os.path.join(two, "model_final.pth")))
+
+
+def _popen_train(args, datasets_root):
+    env = dict(os.environ, DETECTRON2_DATASETS=datasets_root, OMP_NUM_THREADS="2")
+    return subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "train_net.py"), *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, proc, timeout=300):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.005)
+    return False
+
+
+def test_kill_9_then_resume_equals_uninterrupted(tiny_shapes, tmp_path, run_tool, tiny_opts, teacher_files):
+    """kill -9 right after the first checkpoint; --resume continues from it with the same losses."""
+    common = [*tiny_opts, *EXACT, *distill_opts(teacher_files, ("kd",)), "SOLVER.MAX_ITER", "6",
+              "SOLVER.CHECKPOINT_PERIOD", "2"]
+    ref, run = str(tmp_path / "ref"), str(tmp_path / "run")
+    r = run_tool("train_net.py", ["--config-file", CFG, "OUTPUT_DIR", ref, *common], tiny_shapes)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    last = os.path.join(run, "last_checkpoint")
+    proc = _popen_train(["--config-file", CFG, "OUTPUT_DIR", run, *common], tiny_shapes)
+    assert _wait_for(lambda: os.path.isfile(last), proc), proc.communicate()[1][-3000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    with open(last) as f:
+        resumed_from = f.read().strip()
+    assert resumed_from != "model_final.pth"  # killed mid-run
+    done = torch.load(os.path.join(run, resumed_from), weights_only=True)["iteration"]
+
+    r = run_tool("train_net.py", ["--config-file", CFG, "--resume", "OUTPUT_DIR", run, *common], tiny_shapes)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(os.path.join(run, "log.txt")) as f:
+        assert f"Starting training from iteration {done + 1}" in f.read()
+    assert_close_runs(ref, run, first_iter=done + 1, tol=1e-6)
+
+
+KILL_DURING_SAVE = r"""
+import sys, torch
+import kd_det
+from kd_det.engine.checkpoint import KDCheckpointer
+model = torch.nn.Linear(4096, 4096)  # 64 MB per checkpoint: the write takes a while
+ckpt = KDCheckpointer(model, save_dir=sys.argv[1])
+ckpt.save("model_0000001", iteration=1)
+print("saved", flush=True)
+while True:
+    ckpt.save("model_0000003", iteration=3)  # killed during one of these writes
+"""
+
+
+def test_kill_during_checkpoint_write_keeps_previous(tmp_path):
+    for attempt in range(5):
+        out = tmp_path / f"try{attempt}"
+        proc = subprocess.Popen([sys.executable, "-c", KILL_DURING_SAVE, str(out)], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "saved", proc.stderr.read()[-3000:]
+        tmp = out / "model_0000003.pth.tmp"
+        writing = _wait_for(lambda: tmp.is_file() and tmp.stat().st_size > 0, proc, timeout=60)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if writing and (out / "last_checkpoint").read_text() == "model_0000001.pth":
+            break
+    else:
+        pytest.fail("could not kill the process during a checkpoint write in 5 tries")
+    from kd_det.engine.checkpoint import KDCheckpointer
+
+    model = torch.nn.Linear(4096, 4096)
+    data = KDCheckpointer(model, save_dir=str(out)).resume_or_load("", resume=True)
+    assert data["iteration"] == 1  # the previous checkpoint, whole
+
+
+def test_nan_loss_stops_with_one_sentence(tiny_shapes, tmp_path, run_tool, tiny_opts):
+    """The LR jumps by 1e8 after iteration 3: the loss overflows; the run stops naming term and iteration."""
+    out = str(tmp_path)
+    r = run_tool("train_net.py", ["--config-file", CFG, "OUTPUT_DIR", out, *tiny_opts, *EXACT,
+                                  "SOLVER.MAX_ITER", "20", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.STEPS", "(3,)",
+                                  "SOLVER.GAMMA", "1e8", "SOLVER.CLIP_GRADIENTS.ENABLED", "False"], tiny_shapes)
+    assert r.returncode == 2, r.stderr[-3000:]
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1, r.stderr[-3000:]
+    import re
+
+    m = re.fullmatch(r"train_net\.py: error: (Loss term loss_\w+ is (nan|inf|-inf)|The forward pass diverged "
+                     r"\(Predicted boxes or scores contain Inf/NaN\)) at iteration (\d+): training "
+                     r"stopped before the optimizer step; the last checkpoint (\S+) predates it and is untouched "
+                     r"\(restart from it .*\)\.", err[0])
+    assert m, err[0]
+    failed_at, ckpt = int(m.group(3)), m.group(4)
+    assert 3 < failed_at < 20
+    saved = sorted(f for f in os.listdir(out) if f.endswith(".pth"))
+    assert "model_final.pth" not in saved and os.path.basename(ckpt) == saved[-1]
+    assert torch.load(ckpt, weights_only=True)["iteration"] < failed_at
+    rows = losses_by_iteration(out)
+    assert max(rows) == failed_at - 1  # the failed iteration was never logged as a result
+    with open(os.path.join(out, "log.txt")) as f:
+        assert "Training stopped: " in f.read()  # the log has the sentence, not a traceback
