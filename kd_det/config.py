@@ -20,6 +20,9 @@ def add_kd_det_config(cfg):
     cfg.SOLVER.LOG_PERIOD = 20
     # Logged losses are medians over this many iterations (Detectron2: 20); 1 logs each step's raw value.
     cfg.SOLVER.LOG_WINDOW = 20
+    # Autocast dtype when SOLVER.AMP.ENABLED (name as in later Detectron2): "float16" (with a GradScaler)
+    # or "bfloat16"; "" = float16 on CUDA, bfloat16 on CPU.
+    cfg.SOLVER.AMP.PRECISION = ""
     return cfg
 
 

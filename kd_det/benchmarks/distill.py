@@ -4,7 +4,10 @@ Measured side by side in one process, same weights, same batch (medians of ``--s
 
 * (a) a plain student training step (GeneralizedRCNN forward + backward; no optimizer update);
 * (b) a teacher inference forward (eval mode, ``torch.no_grad``);
-* (c) a DistillRCNN training step for each method.
+* (c) a DistillRCNN training step for each method;
+* with ``--amp``, also (c) under autocast (``--amp-dtype``, bfloat16 by default: with random weights
+  a float16 R-101 teacher overflows to Inf, which trained weights do not), as a row "<method> amp"
+  with its speed-up over float32.
 
 Prints c / (a + b) per method (the target is <= 1.05 for logit losses and <= 1.10 with feature
 losses) and peak memory (CUDA: max allocated per phase; CPU: process peak RSS after each phase,
@@ -79,10 +82,10 @@ def _round_robin(fns, steps, device):
     return {k: statistics.median(v) for k, v in times.items()}, peaks
 
 
-def _train_step(model, batch):
+def _train_step(model, batch, amp_device=None, dtype=torch.bfloat16):
     """Forward + backward of a training step (no optimizer update, so random weights never diverge)."""
     def step():
-        with EventStorage():
+        with EventStorage(), torch.autocast(amp_device or "cpu", dtype=dtype, enabled=amp_device is not None):
             loss = sum(model(batch).values())
         model.zero_grad(set_to_none=True)
         loss.backward()
@@ -98,6 +101,8 @@ def main(argv):
     p.add_argument("--size", default="512x640", help="HxW of the batch images")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--amp", action="store_true", help="also time each method under autocast")
+    p.add_argument("--amp-dtype", default="bfloat16", choices=["bfloat16", "float16"])
     p.add_argument("--json", help="also save the figures here")
     a = p.parse_args(argv)
     h, w = (int(v) for v in a.size.split("x"))
@@ -122,18 +127,23 @@ def main(argv):
         for name, model in models.items():
             model.load_state_dict(student.state_dict(), strict=False)
             fns[name] = _train_step(model, batch)
+            if a.amp:
+                fns[f"{name} amp"] = _train_step(model, batch, dev.split(":")[0], getattr(torch, a.amp_dtype))
         times, peaks = _round_robin(fns, a.steps, dev)
     t_a, t_b, mem_a, mem_b = times["a"], times["b"], peaks["a"], peaks["b"]
-    rows = [{"method": m, "c_s": times[m], "ratio": times[m] / (t_a + t_b), "peak_mb": peaks[m]} for m in models]
+    names = [n for m in models for n in ([m, f"{m} amp"] if a.amp else [m])]
+    rows = [{"method": m, "c_s": times[m], "ratio": times[m] / (t_a + t_b), "peak_mb": peaks[m],
+             "amp_speedup": times[m.split(" ")[0]] / times[m] if m.endswith(" amp") else None} for m in names]
     print(f"device: {dev} ({torch.get_num_threads()} threads), {a.images} images {h}x{w}, R-101-FPN teacher -> "
-          f"R-18-FPN student, median of {a.steps} steps")
+          f"R-18-FPN student, median of {a.steps} steps" + (f", amp = {a.amp_dtype} autocast" if a.amp else ""))
     cuda = dev.startswith("cuda")
     mb = (lambda v: f"{v:8.0f}") if cuda else (lambda v: "       -")
     print(f"(a) student train step      {t_a:8.3f} s   peak {mb(mem_a)} MB")
     print(f"(b) teacher inference fwd   {t_b:8.3f} s   peak {mb(mem_b)} MB")
-    print(f"{'method':<16}{'(c) s':>9}{'c/(a+b)':>10}{'peak MB':>10}")
+    print(f"{'method':<20}{'(c) s':>9}{'c/(a+b)':>10}{'peak MB':>10}{'amp speed-up':>14}")
     for r in rows:
-        print(f"{r['method']:<16}{r['c_s']:9.3f}{r['ratio']:10.3f}{mb(r['peak_mb']):>10}")
+        up = f"{r['amp_speedup']:14.2f}" if r["amp_speedup"] else ""
+        print(f"{r['method']:<20}{r['c_s']:9.3f}{r['ratio']:10.3f}{mb(r['peak_mb']):>10}{up}")
     if not cuda:
         print(f"CPU: per-phase peaks are not separable (RSS only grows); process peak RSS {_peak_mb(dev):.0f} MB "
               "with every model of this run loaded at once.")

@@ -5,7 +5,8 @@ Detectron2 0.6 has ``SimpleTrainer`` (float32) and ``AMPTrainer`` (CUDA float16 
 CUDA). :class:`KDTrainLoop` is both:
 
 * ``SOLVER.AMP.ENABLED False``: exactly ``SimpleTrainer.run_step``;
-* ``SOLVER.AMP.ENABLED True`` on CUDA: float16 autocast + ``GradScaler`` (what ``AMPTrainer`` does);
+* ``SOLVER.AMP.ENABLED True`` on CUDA: float16 autocast + ``GradScaler`` (what ``AMPTrainer`` does),
+  or bfloat16 without a scaler with ``SOLVER.AMP.PRECISION bfloat16``;
 * ``SOLVER.AMP.ENABLED True`` on CPU: bfloat16 autocast, no scaler (bf16 has float32's range).
 
 The distillation losses compute in float32 under either autocast (``kd_det.losses`` turns autocast
@@ -35,17 +36,21 @@ from detectron2.engine import SimpleTrainer, TrainerBase
 from detectron2.utils import comm
 from torch.utils.data import Sampler
 
-from ..errors import NonFiniteLossError
+from ..errors import ConfigError, NonFiniteLossError
 from ..losses import NonFiniteInputError
 
 __all__ = ["KDTrainLoop", "ResumableSampler", "amp_mode"]
 
 
 def amp_mode(cfg):
-    """``None`` (float32), ``"cuda"`` (float16 + GradScaler) or ``"cpu"`` (bfloat16) for ``cfg``."""
+    """``None`` (float32) or (device type, autocast dtype) for ``cfg`` (SOLVER.AMP.*)."""
     if not cfg.SOLVER.AMP.ENABLED:
         return None
-    return "cuda" if cfg.MODEL.DEVICE.startswith("cuda") else "cpu"
+    device = "cuda" if cfg.MODEL.DEVICE.startswith("cuda") else "cpu"
+    name = cfg.SOLVER.AMP.PRECISION or ("float16" if device == "cuda" else "bfloat16")
+    if name not in ("float16", "bfloat16"):
+        raise ConfigError(f"SOLVER.AMP.PRECISION is {name!r}; use \"float16\", \"bfloat16\" or \"\" (automatic).")
+    return device, getattr(torch, name)
 
 
 class KDTrainLoop(SimpleTrainer):
@@ -53,7 +58,7 @@ class KDTrainLoop(SimpleTrainer):
 
     Args:
         model, data_loader, optimizer: as for ``SimpleTrainer``.
-        amp: ``None``, ``"cuda"`` or ``"cpu"`` (:func:`amp_mode`).
+        amp: ``None`` or (device type, dtype) (:func:`amp_mode`).
         save_dir: where ``last_checkpoint`` lives, named in the non-finite loss error.
     """
 
@@ -62,7 +67,7 @@ class KDTrainLoop(SimpleTrainer):
         model.train()
         self.model, self.data_loader, self.optimizer = model, data_loader, optimizer
         self.amp, self.save_dir = amp, save_dir
-        self.grad_scaler = torch.amp.GradScaler("cuda") if amp == "cuda" else None
+        self.grad_scaler = torch.amp.GradScaler(amp[0]) if amp and amp[1] == torch.float16 else None
         self._iterator, self._saved_rng = None, None
 
     @property
@@ -84,8 +89,8 @@ class KDTrainLoop(SimpleTrainer):
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
 
-        dtype = torch.float16 if self.amp == "cuda" else torch.bfloat16
-        with torch.autocast(device_type=self.amp or "cpu", dtype=dtype, enabled=self.amp is not None):
+        device, dtype = self.amp or ("cpu", torch.bfloat16)
+        with torch.autocast(device_type=device, dtype=dtype, enabled=self.amp is not None):
             try:
                 loss_dict = self.model(data)
             except NonFiniteInputError as e:  # a distillation loss received NaN/Inf features or logits
