@@ -63,8 +63,9 @@ def load_pickle(path, what="Weights file"):
                 f"{what} {path} asks to build {str(e)[7:]}, which is not a dict, list, number, string or "
                 "numpy array; kd_det refuses to unpickle it (a pickle can run code).") from None
         raise UserError(f"{what} {path} is not a readable pickle ({e}).") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as e:
-        raise UserError(f"{what} {path} is not a readable pickle ({type(e).__name__}: {e}).") from None
+    except Exception as e:  # noqa: BLE001 - whatever the unpickler raises, the file is unreadable
+        raise UserError(f"{what} {path} is not a readable pickle "
+                        f"({type(e).__name__}: {_first_sentence(e)}).") from None
 
 
 def _first_sentence(e):
@@ -86,8 +87,9 @@ def load_torch(path, what="Checkpoint"):
         detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
         raise UserError(f"{what} {path} is truncated or not a torch checkpoint "
                         f"({detail.group(1).strip() if detail else _first_sentence(e)}).") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
-        raise UserError(f"{what} {path} is truncated or not a torch checkpoint ({_first_sentence(e)}).") from None
+    except Exception as e:  # noqa: BLE001 - whatever torch.load raises, the file is unreadable
+        raise UserError(f"{what} {path} is truncated or not a torch checkpoint ({type(e).__name__}: "
+                        f"{_first_sentence(e)}).") from None
 
 
 def read_detectron2_weights(path, what="Weights file"):

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NonFiniteLossError
 from ..safe_load import load_torch
 from . import dist
 from .checkpoint import BEST, FINAL, LAST, atomic_save, load_weights
@@ -160,9 +160,14 @@ def _train_one_epoch(cfg, model, distiller, loader, optimizer, scaler, device, e
         losses = {k: (v if k == "loss_ce" else v * factor) for k, v in losses.items()}
         total = sum(v.float() for v in losses.values())
         if not torch.isfinite(total):
-            raise FloatingPointError(
-                f"Loss is {total.item()} at epoch {epoch + 1}, iteration {it}: "
-                f"{ {k: float(v.detach()) for k, v in losses.items()} }.")
+            name, value = next(((k, float(v.detach())) for k, v in losses.items() if not torch.isfinite(v)),
+                               ("total", float(total.detach())))
+            last = os.path.join(cfg.OUTPUT_DIR, LAST)
+            keep = (f"the last checkpoint {last} predates it and is untouched (restart from it with --resume and"
+                    if os.path.isfile(last) else "no checkpoint had been written yet (restart with")
+            raise NonFiniteLossError(
+                f"Loss term {name} is {value} at epoch {epoch + 1}, iteration {it}: training stopped before the "
+                f"optimizer step; {keep} a lower SOLVER.BASE_LR).")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         scaler.step(optimizer)

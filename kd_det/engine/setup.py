@@ -31,6 +31,8 @@ def load_config(config_file, opts=()):
     except KeyError as e:
         raise ConfigError(f"Override {e.args[0]} (not a key of kd_det's get_cfg()).") from None
     except (ValueError, AssertionError) as e:
+        if str(e).startswith("Non-existent key: "):
+            raise ConfigError(f"Override {str(e)[18:]} (not a key of kd_det's get_cfg()).") from None
         raise ConfigError(f"Override rejected: {e}.") from None
     return cfg
 

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from .. import modeling  # noqa: F401  (registers DistillRCNN and the extra backbones)
 from ..data import check_num_classes
-from ..errors import UserError
+from ..errors import NonFiniteLossError, UserError
 from ..evaluation.evaluator import COCOBoxEvaluator
 from .checkpoint import KDCheckpointer
 from .launch import create_ddp_model
@@ -111,6 +111,23 @@ class Trainer(DefaultTrainer):
             logging.getLogger(__name__).warning(
                 "The checkpoint has no optimizer state (written by Detectron2's own trainer?): SGD momentum "
                 "restarts from zero.")
+
+    def run_step(self):
+        self._trainer.iter = self.iter
+        try:
+            self._trainer.run_step()
+        except NonFiniteLossError:
+            self._stopped_early = True
+            raise
+
+    def after_train(self):
+        # A NaN stop in the last iteration must not be followed by the final checkpoint and
+        # evaluation that PeriodicCheckpointer / EvalHook run when ``iter + 1 == max_iter``.
+        self.storage.iter = self.iter
+        skip = (hooks.PeriodicCheckpointer, hooks.EvalHook) if getattr(self, "_stopped_early", False) else ()
+        for h in self._hooks:
+            if not isinstance(h, skip):
+                h.after_train()
 
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume)

@@ -91,3 +91,15 @@ def test_wrong_teacher_checkpoint_names_the_file(tmp_path, smoke_teacher):
     with pytest.raises(UserError, match="does not fit"):
         from kd_det.classification.checkpoint import load_weights
         load_weights(build_model("resnet8", NUM_CLASSES), smoke_teacher)
+
+
+def test_nan_loss_stops_with_one_sentence(tmp_path, tiny_cifar, train_cls, capsys):
+    """An absurd learning rate overflows the weights after the first update: the run stops naming the term."""
+    argv = ["--config", os.path.join(PAIR, "student.yaml"), *tiny_overrides(tiny_cifar, str(tmp_path), epochs=2),
+            "MODEL.ARCH", SMOKE_STUDENT, "SOLVER.BASE_LR", "1e30"]
+    with pytest.raises(SystemExit) as e:
+        train_cls.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().replace("\r", "\n").splitlines()[-1]  # after tqdm's progress bar
+    assert err.startswith("error: Loss term loss_ce is ") and ": training stopped before the optimizer step; " in err
+    assert not os.path.exists(tmp_path / "model_final.pth")

@@ -56,7 +56,7 @@ def assert_close_runs(a, b, first_iter, tol=1e-5, skip=()):
     assert worst <= tol, worst
 
 
-def test_two_gloo_processes_equal_one(tiny_shapes, tmp_path, run_tool, tiny_opts, teacher_files):
+def test_two_gloo_processes_under_torchrun_equal_one(tiny_shapes, tmp_path, run_tool, tiny_opts, teacher_files):
     """Same total batch (2) and seed: 2 processes x 1 image give the losses and weights of 1 process x 2 images.
 
     Two things differ between the runs unless controlled, and the test controls both:
@@ -83,8 +83,11 @@ def test_two_gloo_processes_equal_one(tiny_shapes, tmp_path, run_tool, tiny_opts
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     r1 = run_tool("train_net.py", ["--config-file", CFG, "OUTPUT_DIR", one, *common], tiny_shapes)
     assert r1.returncode == 0, r1.stderr[-3000:]
-    r2 = run_tool("train_net.py", ["--config-file", CFG, "--num-gpus", "2", "--dist-url", "auto",
-                                   "OUTPUT_DIR", two, *common], tiny_shapes)
+    # The 2-process run is launched by torchrun (env://); --num-gpus 2 is tested in test_train_eval.py.
+    env = dict(os.environ, DETECTRON2_DATASETS=tiny_shapes, OMP_NUM_THREADS="1")
+    r2 = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                         os.path.join(REPO, "tools", "train_net.py"), "--config-file", CFG, "OUTPUT_DIR", two,
+                         *common], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert r2.returncode == 0, r2.stderr[-3000:]
     with open(os.path.join(two, "log.txt")) as f:
         assert "World size: 2" in f.read()
@@ -195,3 +198,14 @@ def test_nan_loss_stops_with_one_sentence(tiny_shapes, tmp_path, run_tool, tiny_
     assert max(rows) == failed_at - 1  # the failed iteration was never logged as a result
     with open(os.path.join(out, "log.txt")) as f:
         assert "Training stopped: " in f.read()  # the log has the sentence, not a traceback
+
+    # The same failure in the last iteration: no "final" checkpoint or evaluation of a diverged run.
+    last = str(tmp_path / "last_iter")
+    r = run_tool("train_net.py", ["--config-file", CFG, "OUTPUT_DIR", last, *tiny_opts, *EXACT,
+                                  "SOLVER.MAX_ITER", str(failed_at + 1), "SOLVER.CHECKPOINT_PERIOD", "2",
+                                  "SOLVER.STEPS", "(3,)", "SOLVER.GAMMA", "1e8", "SOLVER.CLIP_GRADIENTS.ENABLED",
+                                  "False"], tiny_shapes)
+    assert r.returncode == 2 and f"at iteration {failed_at}:" in r.stderr, r.stderr[-3000:]
+    assert not os.path.exists(os.path.join(last, "model_final.pth"))
+    with open(os.path.join(last, "last_checkpoint")) as f:
+        assert f.read().strip() == os.path.basename(ckpt)

@@ -119,5 +119,8 @@ def test_truncated_files(tmp_path):
         load_pickle(str(pkl))
     with pytest.raises(UserError, match=r"b\.pth is truncated or not a torch checkpoint"):
         load_torch(str(pth))
+    (tmp_path / "text.pth").write_text("half")  # torch.load raises a bare KeyError on this one
+    with pytest.raises(UserError, match=r"text\.pth is truncated or not a torch checkpoint"):
+        load_torch(str(tmp_path / "text.pth"))
     with pytest.raises(UserError, match=r"nope\.pth does not exist"):
         load_torch(str(tmp_path / "nope.pth"))
