@@ -78,11 +78,18 @@ def test_resume_continues_from_last_checkpoint(trained, tiny_shapes, tmp_path, r
     assert iters[-1] == 7
 
 
-def test_two_gloo_processes_on_cpu(tiny_shapes, tmp_path, run_tool, tiny_opts):
-    """--num-gpus 2 without GPUs: two real torch.distributed processes (Gloo), DDP, one checkpoint."""
+def test_two_gloo_processes_on_cpu(tiny_shapes, tmp_path, run_tool, tiny_opts, teacher_files):
+    """--num-gpus 2 without GPUs: two real torch.distributed processes (Gloo), DDP, one checkpoint.
+
+    The student is distilled with ReviewKD switched off (weight 0): its fusion modules still get
+    (zero) gradients, so DDP raises no "parameters that were not used" error.
+    """
+    cfg_file, weights = teacher_files
     r = run_tool("train_net.py", ["--config-file", CFG, "--num-gpus", "2", "--dist-url", "auto",
                                   "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(tmp_path), *tiny_opts,
-                                  "DATASETS.TEST", "()"], tiny_shapes)
+                                  "DATASETS.TEST", "()", "MODEL.META_ARCHITECTURE", "DistillRCNN",
+                                  "KD.TEACHER.CONFIG_FILE", cfg_file, "KD.TEACHER.WEIGHTS", weights,
+                                  "KD.LOSSES", "['kd', 'reviewkd']", "KD.LOSS_WEIGHTS", "[1.0, 0.0]"], tiny_shapes)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     with open(os.path.join(tmp_path, "log.txt")) as f:
         log = f.read()
