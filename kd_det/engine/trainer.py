@@ -93,6 +93,7 @@ class Trainer(DefaultTrainer):
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = KDCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter, self.max_iter, self.cfg = 0, cfg.SOLVER.MAX_ITER, cfg
+        self._stopped_early = False  # set by a NaN stop (run_step), read by after_train
         self.register_hooks(self.build_hooks())
 
     # Detectron2 0.6's DefaultTrainer leaves the step's state out of its checkpoints (fixed upstream
@@ -124,7 +125,7 @@ class Trainer(DefaultTrainer):
         # A NaN stop in the last iteration must not be followed by the final checkpoint and
         # evaluation that PeriodicCheckpointer / EvalHook run when ``iter + 1 == max_iter``.
         self.storage.iter = self.iter
-        skip = (hooks.PeriodicCheckpointer, hooks.EvalHook) if getattr(self, "_stopped_early", False) else ()
+        skip = (hooks.PeriodicCheckpointer, hooks.EvalHook) if self._stopped_early else ()
         for h in self._hooks:
             if not isinstance(h, skip):
                 h.after_train()
