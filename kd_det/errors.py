@@ -21,3 +21,10 @@ class DatasetError(UserError):
 
 class NonFiniteLossError(UserError):
     """A loss term became NaN/Inf during training; raised before the optimizer step, so nothing is corrupted."""
+
+    @classmethod
+    def stop(cls, what, checkpoint, remedy):
+        """The one sentence of a NaN stop: ``what`` happened, ``checkpoint`` ("" if none) is intact, ``remedy``."""
+        keep = (f"the last checkpoint {checkpoint} predates it and is untouched (restart from it with --resume and"
+                if checkpoint else "no checkpoint had been written yet (restart with")
+        return cls(f"{what}: training stopped before the optimizer step; {keep} {remedy}).")

@@ -82,8 +82,9 @@ def load_torch(path, what="Checkpoint"):
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         if found:
-            raise UnsafeFileError(f"{what} {path} asks to build {found.group(1)}, which torch.load(weights_only=True) "
-                                  "refuses; kd_det loads only tensors, containers and numbers from .pth files.") from None
+            raise UnsafeFileError(f"{what} {path} asks to build {found.group(1)}, which "
+                                  "torch.load(weights_only=True) refuses; kd_det loads only tensors, containers "
+                                  "and numbers from .pth files.") from None
         detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
         raise UserError(f"{what} {path} is truncated or not a torch checkpoint "
                         f"({detail.group(1).strip() if detail else _first_sentence(e)}).") from None

@@ -163,11 +163,8 @@ def _train_one_epoch(cfg, model, distiller, loader, optimizer, scaler, device, e
             name, value = next(((k, float(v.detach())) for k, v in losses.items() if not torch.isfinite(v)),
                                ("total", float(total.detach())))
             last = os.path.join(cfg.OUTPUT_DIR, LAST)
-            keep = (f"the last checkpoint {last} predates it and is untouched (restart from it with --resume and"
-                    if os.path.isfile(last) else "no checkpoint had been written yet (restart with")
-            raise NonFiniteLossError(
-                f"Loss term {name} is {value} at epoch {epoch + 1}, iteration {it}: training stopped before the "
-                f"optimizer step; {keep} a lower SOLVER.BASE_LR).")
+            raise NonFiniteLossError.stop(f"Loss term {name} is {value} at epoch {epoch + 1}, iteration {it}",
+                                          last if os.path.isfile(last) else "", "a lower SOLVER.BASE_LR")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         scaler.step(optimizer)

@@ -56,7 +56,7 @@ def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, di
     try:
         main_func(*args)
     except UserError as e:  # hand the sentence to the parent, which raises it again: no traceback wall
-        errors.put((type(e).__name__, str(e)))
+        errors.put(str(e))
         sys.exit(2)
     finally:
         if dist.is_initialized():
@@ -96,7 +96,7 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
     except mp.ProcessExitedException:
         if errors.empty():
             raise
-        raise UserError(errors.get()[1]) from None
+        raise UserError(errors.get()) from None
 
 
 def create_ddp_model(model, *, fp16_compression=False, **kwargs):

@@ -25,7 +25,6 @@ Python (and CUDA) besides the GradScaler, and the data iterator is created only 
 (see ``Trainer.resume_or_load``).
 """
 import itertools
-import os
 import random
 import time
 
@@ -59,14 +58,15 @@ class KDTrainLoop(SimpleTrainer):
     Args:
         model, data_loader, optimizer: as for ``SimpleTrainer``.
         amp: ``None`` or (device type, dtype) (:func:`amp_mode`).
-        save_dir: where ``last_checkpoint`` lives, named in the non-finite loss error.
+        last_checkpoint: callable returning the path of the last checkpoint ("" if none), named in
+            the non-finite loss error (``Trainer`` passes its checkpointer's ``get_checkpoint_file``).
     """
 
-    def __init__(self, model, data_loader, optimizer, amp=None, save_dir=""):
+    def __init__(self, model, data_loader, optimizer, amp=None, last_checkpoint=lambda: ""):
         TrainerBase.__init__(self)  # not SimpleTrainer.__init__: it would start the data iterator now
         model.train()
         self.model, self.data_loader, self.optimizer = model, data_loader, optimizer
-        self.amp, self.save_dir = amp, save_dir
+        self.amp, self.last_checkpoint = amp, last_checkpoint
         self.grad_scaler = torch.amp.GradScaler(amp[0]) if amp and amp[1] == torch.float16 else None
         self._iterator, self._saved_rng = None, None
 
@@ -94,9 +94,9 @@ class KDTrainLoop(SimpleTrainer):
             try:
                 loss_dict = self.model(data)
             except NonFiniteInputError as e:  # a distillation loss received NaN/Inf features or logits
-                raise NonFiniteLossError(self._message(f"Loss term loss_{e.loss} got non-finite input '{e.key}'")) from None
+                raise self._stop(f"Loss term loss_{e.loss} got non-finite input '{e.key}'") from None
             except FloatingPointError as e:  # Detectron2's RPN: "Predicted boxes or scores contain Inf/NaN"
-                raise NonFiniteLossError(self._message(f"The forward pass diverged ({str(e).split('.')[0]})")) from None
+                raise self._stop(f"The forward pass diverged ({str(e).split('.')[0]})") from None
         if isinstance(loss_dict, torch.Tensor):
             loss_dict = {"total_loss": loss_dict}
         self._check_finite(loss_dict)
@@ -120,20 +120,12 @@ class KDTrainLoop(SimpleTrainer):
             dist.all_reduce(bad)  # the ranks agree, so all of them stop at this iteration
         if bad.any():
             i = int(bad.nonzero()[0])
-            local = values[i].item()
-            raise NonFiniteLossError(self._message(f"Loss term {names[i]} is {local}" if not torch.isfinite(values[i])
-                                                   else f"Loss term {names[i]} is non-finite on another rank"))
+            value = f"is {values[i].item()}" if not torch.isfinite(values[i]) else "is non-finite on another rank"
+            raise self._stop(f"Loss term {names[i]} {value}")
 
-    def _message(self, what):
-        last = os.path.join(self.save_dir, "last_checkpoint") if self.save_dir else ""
-        if last and os.path.isfile(last):
-            with open(last) as f:
-                ckpt = os.path.join(self.save_dir, f.read().strip())
-            keep = f"the last checkpoint {ckpt} predates it and is untouched (restart from it with --resume and"
-        else:
-            keep = "no checkpoint had been written yet (restart with"
-        return (f"{what} at iteration {self.iter}: training stopped before the optimizer step; "
-                f"{keep} a lower SOLVER.BASE_LR or SOLVER.CLIP_GRADIENTS.ENABLED True).")
+    def _stop(self, what):
+        return NonFiniteLossError.stop(f"{what} at iteration {self.iter}", self.last_checkpoint(),
+                                       "a lower SOLVER.BASE_LR or SOLVER.CLIP_GRADIENTS.ENABLED True")
 
     def state_dict(self):
         ret = super().state_dict()

@@ -89,7 +89,8 @@ class Trainer(DefaultTrainer):
         data_loader = self.build_train_loader(cfg)
         self._sampler = getattr(data_loader, "resumable_sampler", None)
         model = create_ddp_model(model, broadcast_buffers=False)
-        self._trainer = KDTrainLoop(model, data_loader, optimizer, amp=amp_mode(cfg), save_dir=cfg.OUTPUT_DIR)
+        self._trainer = KDTrainLoop(model, data_loader, optimizer, amp=amp_mode(cfg),
+                                    last_checkpoint=lambda: self.checkpointer.get_checkpoint_file())
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = KDCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter, self.max_iter, self.cfg = 0, cfg.SOLVER.MAX_ITER, cfg

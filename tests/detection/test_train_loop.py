@@ -30,8 +30,11 @@ class TwoTerms(nn.Module):
 
 
 def loop(model, save_dir=""):
+    from kd_det.engine.checkpoint import KDCheckpointer
+
     data = iter(lambda: torch.randn(8, 4), None)
-    return KDTrainLoop(model, data, torch.optim.SGD(model.parameters(), lr=0.1), save_dir=save_dir)
+    last = KDCheckpointer(model, save_dir=save_dir).get_checkpoint_file if save_dir else (lambda: "")
+    return KDTrainLoop(model, data, torch.optim.SGD(model.parameters(), lr=0.1), last_checkpoint=last)
 
 
 def test_nonfinite_term_stops_before_the_update(tmp_path):
