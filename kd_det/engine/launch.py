@@ -90,6 +90,9 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
         dist_url = f"tcp://127.0.0.1:{_free_port()}"
     logger.info(f"Starting {num_gpus_per_machine} {_backend()} processes ({world_size} in all) at {dist_url}")
     errors = mp.get_context("spawn").SimpleQueue()
+    # When one process fails, mp.spawn stops the others and logs "Terminating process N via signal
+    # SIGTERM" on stderr for each; the failure itself (sentence or traceback) already says what happened.
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
     try:
         mp.spawn(_worker, nprocs=num_gpus_per_machine, daemon=False,
                  args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout, errors))

@@ -123,10 +123,10 @@ class Trainer(DefaultTrainer):
             raise
 
     def after_train(self):
-        # A NaN stop in the last iteration must not be followed by the final checkpoint and
-        # evaluation that PeriodicCheckpointer / EvalHook run when ``iter + 1 == max_iter``.
+        # A NaN stop in the last iteration must not be followed by the final evaluation that
+        # EvalHook.after_train runs when ``iter + 1 >= max_iter`` (true after a failure there too).
         self.storage.iter = self.iter
-        skip = (hooks.PeriodicCheckpointer, hooks.EvalHook) if self._stopped_early else ()
+        skip = hooks.EvalHook if self._stopped_early else ()
         for h in self._hooks:
             if not isinstance(h, skip):
                 h.after_train()

@@ -43,6 +43,13 @@ def test_missing_config_file(tmp_path, run_tool, tiny_shapes):
     assert "nope.yaml does not exist" in one_sentence(r)
 
 
+def test_error_in_spawned_processes_is_one_sentence(tmp_path, run_tool, tiny_shapes):
+    """Raised inside 2 Gloo worker processes: the parent prints the sentence once, no mp.spawn traceback."""
+    r = run_tool("train_net.py", ["--config-file", str(tmp_path / "nope.yaml"), "--num-gpus", "2",
+                                  "--dist-url", "auto"], tiny_shapes)
+    assert "nope.yaml does not exist" in one_sentence(r)
+
+
 @pytest.mark.parametrize("edit, expected", [
     (lambda d: d.update(images=[], annotations=[]), r"has no images\."),
     (lambda d: d.update(annotations=[]), r"has no annotations: there is nothing to train on"),

@@ -199,13 +199,16 @@ def test_nan_loss_stops_with_one_sentence(tiny_shapes, tmp_path, run_tool, tiny_
     with open(os.path.join(out, "log.txt")) as f:
         assert "Training stopped: " in f.read()  # the log has the sentence, not a traceback
 
-    # The same failure in the last iteration: no "final" checkpoint or evaluation of a diverged run.
+    # The same failure in the last iteration, with a test set: no "final" checkpoint or evaluation of a
+    # diverged run (Detectron2's EvalHook would evaluate after a failure in the last iteration).
     last = str(tmp_path / "last_iter")
     r = run_tool("train_net.py", ["--config-file", CFG, "OUTPUT_DIR", last, *tiny_opts, *EXACT,
                                   "SOLVER.MAX_ITER", str(failed_at + 1), "SOLVER.CHECKPOINT_PERIOD", "2",
                                   "SOLVER.STEPS", "(3,)", "SOLVER.GAMMA", "1e8", "SOLVER.CLIP_GRADIENTS.ENABLED",
-                                  "False"], tiny_shapes)
-    assert r.returncode == 2 and f"at iteration {failed_at}:" in r.stderr, r.stderr[-3000:]
+                                  "False", "DATASETS.TEST", "('shapes_val',)"], tiny_shapes)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr[-3000:]
+    assert f"at iteration {failed_at}:" in r.stderr, r.stderr[-3000:]
     assert not os.path.exists(os.path.join(last, "model_final.pth"))
+    assert not os.path.exists(os.path.join(last, "evaluation.json"))
     with open(os.path.join(last, "last_checkpoint")) as f:
         assert f.read().strip() == os.path.basename(ckpt)
