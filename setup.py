@@ -35,6 +35,8 @@ setup(
         "tensorboard",
         "pydot",
         "scikit-learn",
+        "scipy",  # t-distribution confidence intervals of the seed reports
+        "submitit>=1.4",  # tools/sweep.py on a Slurm cluster (and its local executor)
     ],
     extras_require={"test": ["pytest"]},
 )

@@ -40,6 +40,9 @@ def add_kd_config(cfg):
     cfg.KD.LOSSES = []
     # One weight per entry of KD.LOSSES.
     cfg.KD.LOSS_WEIGHTS = []
+    # One start iteration per entry of KD.LOSSES (ints >= 0, [] = all 0): before it the term is computed but
+    # multiplied by 0 (e.g. FGFI's imitation delay); counted in training iterations of SOLVER.IMS_PER_BATCH images.
+    cfg.KD.LOSS_START_ITERS = []
     # Per-loss constructor params, KD.PARAMS.<name>.<param> (lowercase, as the loss class takes them).
     cfg.KD.PARAMS = CN(new_allowed=True)
     # Input remaps per loss, KD.INPUTS.<name>.<loss arg> = provided tensor (e.g. dcd: {emb_s: logits_s}).

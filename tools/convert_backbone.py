@@ -5,12 +5,15 @@
         output/backbones/r18_dcd.pkl
 
 Then train the detection student with ``MODEL.WEIGHTS output/backbones/r18_dcd.pkl`` plus the
-printed settings. ResNet-18/34/50/101/152 and MobileNetV2 (torchvision layout) are supported.
+printed settings (the R-18 / R-34 / MobileNetV2 configs of configs/COCO-Detection already have the
+input ones). ResNet-18/34/50/101/152 and MobileNetV2 (torchvision layout) are supported. The file
+records the input normalisation it needs (and STRIDE_IN_1X1 False for R-50 and deeper); kd_det refuses
+to load it into a model whose config disagrees.
 """
 import argparse
 import sys
 
-from kd_det.classification.convert import convert_checkpoint, detectron2_settings
+from kd_det.classification.convert import convert_checkpoint, detectron2_settings, required_settings
 from kd_det.errors import UserError
 
 
@@ -32,6 +35,8 @@ def main(argv=None) -> int:
     name = f"ResNet-{depth}" if arch == "resnet" else "MobileNetV2"
     print(f"Wrote {n} {name} backbone tensors to {args.dst}.")
     print("Detectron2 settings for this backbone: " + " ".join(detectron2_settings(arch, depth)))
+    print(f"Recorded in {args.dst} (loading it with other values is refused): "
+          + ", ".join(required_settings(arch, depth)) + ".")
     return 0
 
 

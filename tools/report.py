@@ -5,8 +5,10 @@
     python tools/report.py RUN_DIR [RUN_DIR ...] --out report/ --paper-csv my_results.csv
 
 Each RUN_DIR is a detection (tools/train_net.py) or classification (tools/train_cls.py)
-OUTPUT_DIR. A RUN_DIR that is not a directory, or holds no run outputs, is listed in the
-report as missing (with a warning here), never dropped. The logic lives in
+OUTPUT_DIR. Runs whose configs differ only in SEED and OUTPUT_DIR are pooled: mean +- std, n,
+and the gain over the baseline paired by seed with its 95% confidence interval and verdict.
+A RUN_DIR that is not a directory, or holds no run outputs, is listed in the report as
+missing (with a warning here), never dropped. The logic lives in
 :mod:`kd_det.evaluation.report`.
 """
 import argparse
@@ -34,7 +36,7 @@ def main(argv=None):
         return 2
     for line in result["problems"]:
         print(f"report.py: warning: {line}; listed in the report.", file=sys.stderr)
-    print(f"Wrote {', '.join(result['files'][:2])} and {len(result['files']) - 2} plot(s).")
+    print(f"Wrote {', '.join(result['files'][:3])} and {len(result['files']) - 3} plot(s).")
     return 1 if a.strict and result["problems"] else 0
 
 

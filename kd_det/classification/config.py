@@ -22,7 +22,7 @@ _C.DEVICE = "auto"
 _C.CUDNN_DETERMINISTIC = False
 
 _C.ROW = CN()
-# The row of paper_results_classification.csv this config reproduces: dataset column
+# The row of kd_det/data/paper_results.csv this config reproduces: dataset column
 _C.ROW.DATASET = ""
 # ... teacher column (paper's model name)
 _C.ROW.TEACHER = ""

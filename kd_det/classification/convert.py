@@ -16,6 +16,12 @@ in GeneralizedRCNN), and the file is a Detectron2 model-zoo style pickle
 names, no suffix guessing, so a name that does not fit shows up as a missing / unexpected key.
 Detectron2 settings the converted ResNet needs (torchvision preprocessing and strides) are
 returned by :func:`detectron2_settings`.
+
+The file also records the input normalisation the weights expect, under the extra top-level key
+``"required_settings"`` (:data:`REQUIRED_SETTINGS_KEY`): Detectron2 config key -> value, i.e.
+:data:`TORCHVISION_INPUT` plus ``MODEL.RESNETS.STRIDE_IN_1X1: False`` for bottleneck ResNets
+(:func:`required_settings`). Detectron2 / fvcore checkpointers ignore unknown top-level keys;
+kd_det's loaders (``KDCheckpointer``, the teacher loader) refuse a model whose config disagrees.
 """
 import os
 import pickle
@@ -29,7 +35,21 @@ from ..safe_load import load_torch
 from .checkpoint import extract_state_dict
 
 __all__ = ["detect_arch", "convert_resnet", "convert_mobilenet_v2", "convert_state_dict",
-           "convert_checkpoint", "detectron2_settings"]
+           "convert_checkpoint", "detectron2_settings", "required_settings", "REQUIRED_SETTINGS_KEY",
+           "TORCHVISION_INPUT"]
+
+#: Input every torchvision ImageNet network was trained on, as Detectron2 config values: RGB order,
+#: 0-255 pixels normalised by torchvision's mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225)
+#: times 255, both listed in RGB order like the input (torchvision's ImageNet reference transforms).
+#: The one place for these values: configs/COCO-Detection/faster_rcnn_{R_18,R_34,MV2}_FPN_*.yaml must
+#: equal them (tests/classification/test_cls_convert.py checks it).
+TORCHVISION_INPUT = {
+    "INPUT.FORMAT": "RGB",
+    "MODEL.PIXEL_MEAN": [123.675, 116.28, 103.53],
+    "MODEL.PIXEL_STD": [58.395, 57.12, 57.375],
+}
+#: Top-level key of a converted file holding :func:`required_settings` (unknown to Detectron2, ignored by it).
+REQUIRED_SETTINGS_KEY = "required_settings"
 
 _DEPTHS = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
 _BN = ("weight", "bias", "running_mean", "running_var")
@@ -94,10 +114,22 @@ def convert_state_dict(sd: Dict[str, torch.Tensor], prefix: str = "backbone.bott
     return {prefix + k: v for k, v in conv.items()}, arch, depth
 
 
+def required_settings(arch: str, depth: int) -> Dict[str, object]:
+    """Config key -> value the converted weights only work with (recorded in the file they go to).
+
+    The input normalisation of :data:`TORCHVISION_INPUT`, plus ``MODEL.RESNETS.STRIDE_IN_1X1``
+    False for bottleneck ResNets (torchvision strides the 3x3 conv, MSRA's Caffe2 models the 1x1;
+    BasicBlock ResNets have no such choice).
+    """
+    out: Dict[str, object] = {k: (list(v) if isinstance(v, list) else v) for k, v in TORCHVISION_INPUT.items()}
+    if arch == "resnet" and depth >= 50:
+        out["MODEL.RESNETS.STRIDE_IN_1X1"] = False
+    return out
+
+
 def detectron2_settings(arch: str, depth: int) -> List[str]:
     """``KEY VALUE`` Detectron2 overrides a converted torchvision backbone needs."""
-    common = ["INPUT.FORMAT", "RGB", "MODEL.PIXEL_MEAN", "[123.675, 116.28, 103.53]",
-              "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]"]
+    common = [str(x) for k, v in TORCHVISION_INPUT.items() for x in (k, v)]
     if arch != "resnet":
         return common
     out = common + ["MODEL.RESNETS.DEPTH", str(depth), "MODEL.RESNETS.STRIDE_IN_1X1", "False"]
@@ -117,7 +149,8 @@ def convert_checkpoint(src: str, dst: str, prefix: str = "backbone.bottom_up.",
         raise UserError(f"Checkpoint {src} does not exist.")
     sd = extract_state_dict(load_torch(src, "Input"), src)
     weights, arch, depth = convert_state_dict(sd, prefix)
-    blob = {"__author__": "kd_det", "matching_heuristics": bool(matching_heuristics)}
+    blob = {"__author__": "kd_det", "matching_heuristics": bool(matching_heuristics),
+            REQUIRED_SETTINGS_KEY: required_settings(arch, depth)}
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     tmp = dst + ".tmp"
     if dst.endswith(".pkl"):

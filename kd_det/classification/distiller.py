@@ -34,17 +34,26 @@ def build_distill_loss(specs, student: ClsNet, teacher: ClsNet, num_samples: int
 
     Args:
         specs: list of {"name", "weight", "params", "inputs"} (``KD.LOSSES``).
-        student, teacher: models exposing ``stage_channels`` / ``embed_dim``.
+        student, teacher: models exposing ``stage_channels``, ``stage_feat_channels`` and ``embed_dim``.
         num_samples: size of the training set (CRD's memory bank).
         num_classes: number of classes.
 
     Raises:
-        ConfigError: an unknown loss, parameter or spec key (the loss library's sentence).
+        ConfigError: an unknown loss, parameter or spec key (the loss library's sentence), or a
+            spec with ``start_iter`` > 0 (the epoch loop does not hand the iteration to the losses;
+            ``KD.WARMUP_EPOCHS`` ramps the distillation terms in instead).
     """
+    for number, spec in enumerate(specs):
+        start = spec.get("start_iter", 0) if hasattr(spec, "get") else 0
+        if isinstance(start, int) and not isinstance(start, bool) and start > 0:
+            raise ConfigError(f"KD.LOSSES entry {number} ({spec.get('name')!r}) sets start_iter {start}, which "
+                              "classification training does not support; remove it or use KD.WARMUP_EPOCHS.")
     shapes = {
         "logits_s": num_classes, "logits_t": num_classes,
         "emb_s": student.embed_dim, "emb_t": teacher.embed_dim,
         "feats_s": list(student.stage_channels), "feats_t": list(teacher.stage_channels),
+        "stage_feats_s": list(student.stage_feat_channels), "stage_feats_t": list(teacher.stage_feat_channels),
+        "preact_feats_s": list(student.stage_feat_channels), "preact_feats_t": list(teacher.stage_feat_channels),
         "num_samples": num_samples, "num_classes": num_classes,
     }
     try:
@@ -69,7 +78,8 @@ class Distiller(nn.Module):
     """
 
     #: every input the distiller can provide to a loss
-    VOCABULARY = ("logits_s", "logits_t", "emb_s", "emb_t", "feats_s", "feats_t", "target", "index",
+    VOCABULARY = ("logits_s", "logits_t", "emb_s", "emb_t", "feats_s", "feats_t", "stage_feats_s",
+                  "stage_feats_t", "preact_feats_s", "preact_feats_t", "target", "index",
                   "contrast_index", "teacher_classifier")
 
     def __init__(self, student: ClsNet, teacher: Optional[ClsNet] = None,
@@ -121,17 +131,19 @@ class Distiller(nn.Module):
             (losses, student logits): losses maps "loss_ce" and every "loss_<name>" of the
             criterion to a weighted scalar; logits is (N, num_classes).
         """
-        out_s = self.student(images, with_features=True)
+        out_s = self.student(images, with_features=True, preact="preact_feats_s" in self.wanted)
         losses = {"loss_ce": self.ce_weight * F.cross_entropy(out_s["logits"].float(), target)}
         if self.criterion is None:
             return losses, out_s["logits"]
         teacher = self.teacher
         with torch.no_grad():
-            out_t = teacher(images, with_features=True)
+            out_t = teacher(images, with_features=True, preact="preact_feats_t" in self.wanted)
         available = {
             "logits_s": out_s["logits"], "logits_t": out_t["logits"],
             "emb_s": out_s["emb"], "emb_t": out_t["emb"],
             "feats_s": out_s["feats"], "feats_t": out_t["feats"],
+            "stage_feats_s": out_s["stage_feats"], "stage_feats_t": out_t["stage_feats"],
+            "preact_feats_s": out_s["preact_feats"], "preact_feats_t": out_t["preact_feats"],
             "target": target, "index": index, "contrast_index": contrast_index,
             "teacher_classifier": _frozen_call(teacher.get_classifier()),
         }

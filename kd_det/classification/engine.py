@@ -235,6 +235,8 @@ def train(cfg, resume: bool = False) -> Dict[str, float]:
     last_path = os.path.join(cfg.OUTPUT_DIR, LAST)
     if resume and os.path.isfile(last_path):
         start, best = _resume(last_path, distiller, optimizer, scaler)
+    if dist.is_main():
+        _write_run_info(cfg, world, start, device)
     model = distiller
     if world > 1:
         model = DistributedDataParallel(
@@ -292,6 +294,18 @@ def train(cfg, resume: bool = False) -> Dict[str, float]:
         writer.close()
     dist.barrier()
     return {**result, "best_top1": best, "epochs": epochs}
+
+
+def _write_run_info(cfg, world: int, start: int, device: torch.device) -> None:
+    """``OUTPUT_DIR/run_info.json``: processes and samples per process of this launch (contrastive
+    losses draw negatives from each process's own batch)."""
+    from ..evaluation.runs import write_run_info
+
+    write_run_info(cfg.OUTPUT_DIR, {
+        "task": "classification", "world_size": world, "images_per_process": cfg.SOLVER.BATCH_SIZE // world,
+        "batch_size": cfg.SOLVER.BATCH_SIZE, "seed": cfg.SEED, "device": str(device),
+        "torch_threads": torch.get_num_threads(), "start_epoch": start, "epochs": cfg.SOLVER.EPOCHS,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S")})
 
 
 def _save_weights(cfg, distiller: Distiller, path: str) -> None:

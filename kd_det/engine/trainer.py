@@ -131,6 +131,31 @@ class Trainer(DefaultTrainer):
             if not isinstance(h, skip):
                 h.after_train()
 
+    def train(self):
+        self.write_run_info()
+        return super().train()
+
+    def write_run_info(self):
+        """``OUTPUT_DIR/run_info.json``: processes, images and RoIs per process of this launch (main process).
+
+        Contrastive losses draw their negatives from each process's own RoIs, so a run's setting includes
+        them: the papers' COCO runs had 4 processes x 2 images x 512 RoIs = 1,024 RoIs per process.
+        """
+        if not comm.is_main_process():
+            return None
+        from ..evaluation.runs import write_run_info
+
+        cfg, world = self.cfg, comm.get_world_size()
+        per_proc = cfg.SOLVER.IMS_PER_BATCH // world
+        return write_run_info(cfg.OUTPUT_DIR, {
+            "task": "detection", "world_size": world, "processes_per_machine": comm.get_local_size(),
+            "images_per_process": per_proc, "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH,
+            "rois_per_image": cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE,
+            "rois_per_process": per_proc * cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE,
+            "seed": cfg.SEED, "device": str(next(self.model.parameters()).device),
+            "torch_threads": torch.get_num_threads(), "start_iter": self.start_iter, "max_iter": self.max_iter,
+            "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume)
         if self._sampler is not None:

@@ -7,6 +7,7 @@ from matplotlib.figure import Figure
 __all__ = ["plot_methods", "plot_curves"]
 
 TOTALS = ("total_loss", "loss_total")
+ERR_COLOR = "tab:orange"  # error bars (± std over seeds)
 # The task's own losses (Faster R-CNN, classification CE); any other loss_* is a distillation term (green).
 TASK_LOSSES = ("loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc", "loss_ce")
 
@@ -22,7 +23,9 @@ def plot_methods(entries, metric, path, title):
 
     Args:
         entries: list of dicts with "label" (x tick), "role" ("teacher", "student" or
-            "distilled"), "value" (float or None) and "paper" (float or None).
+            "distilled"), "value" (float or None; the mean over seeds), "paper" (float or None)
+            and optionally "err" (std over seeds, drawn as an error bar on a bar and as a band
+            around a teacher / baseline line; None for one seed) and "n" (seeds).
         metric: metric name for the y axis ("AP", "top1").
         path: PNG file to write.
         title: figure title.
@@ -35,7 +38,11 @@ def plot_methods(entries, metric, path, title):
     ax = fig.add_subplot(1, 1, 1)
     xs = list(range(len(bars)))
     heights = [e["value"] if e["value"] is not None else 0.0 for e in bars]
-    ax.bar(xs, heights, color="tab:blue", label="this run" if bars else None)
+    ax.bar(xs, heights, color="tab:blue", label="this run (mean over seeds)" if bars else None)
+    errs = [(x, e) for x, e in zip(xs, bars) if e["value"] is not None and e.get("err") is not None]
+    if errs:
+        ax.errorbar([x for x, _ in errs], [e["value"] for _, e in errs], yerr=[e["err"] for _, e in errs],
+                    fmt="none", ecolor=ERR_COLOR, elinewidth=2, capsize=6, zorder=4, label="± std over seeds")
     for x, e in zip(xs, bars):
         if e["value"] is None:
             ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=8)
@@ -47,12 +54,19 @@ def plot_methods(entries, metric, path, title):
     for e in entries:
         if e["role"] in styles and e["value"] is not None:
             color, ls = styles[e["role"]]
-            ax.axhline(e["value"], color=color, linestyle=ls, label=f"{e['role']} ({e['label']}): {e['value']:.2f}")
+            err = e.get("err")
+            spread = f" ± {err:.2f} (n = {e.get('n')})" if err is not None else ""
+            ax.axhline(e["value"], color=color, linestyle=ls,
+                       label=f"{e['role']} ({e['label']}): {e['value']:.2f}{spread}")
+            if err is not None:
+                ax.axhspan(e["value"] - err, e["value"] + err, color=color, alpha=0.15, lw=0)
     ax.set_xticks(xs)
     ax.set_xticklabels([e["label"] for e in bars], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(metric)
     ax.set_title(title, fontsize=10)
     values = [e["value"] for e in entries if e["value"] is not None] + [p[1] for p in paper]
+    values += [e["value"] + s * e["err"] for e in entries if e["value"] is not None and e.get("err") is not None
+               for s in (-1, 1)]
     if values:  # zoom on the values compared; bars are clipped at the bottom
         lo, hi = min(values), max(values)
         pad = max(1.0, 0.15 * (hi - lo))

@@ -1,22 +1,28 @@
 """AP / top-1 report of run directories: ``report.md``, ``report.csv`` and PNG plots.
 
-Runs are grouped by (task, dataset, teacher, student). Inside a group the rows are the
-teacher, the student baseline, then each distilled method; every row shows its gain over
-the baseline (a complete "student" run of the group) and, where
-``kd_det/data/paper_results.csv`` holds the same (dataset, teacher, student, method,
-metric), the paper's value and the difference. A "teacher" run joins every group of its
-teacher network, a "student" run every group of its student network. Missing and
-incomplete runs are listed, never dropped. ``tools/report.py`` is the command line.
+Runs are grouped by (task, dataset, teacher, student). Inside a group, runs whose configs are
+equal except ``SEED`` and ``OUTPUT_DIR`` are seeds of one *arm*; the table has one line per arm:
+the teacher, the student baseline, then each distilled method, with mean +- std over its
+complete seeds and n. The gain over the baseline (the group's "student" arm) is a paired
+difference (distilled - baseline of the same seed) with its 95% t confidence interval and a
+verdict (:mod:`kd_det.evaluation.stats`); where ``kd_det/data/paper_results.csv`` holds the
+same (dataset, teacher, student, method, metric), the paper's value and the difference are
+shown. A "teacher" run joins every group of its teacher network, a "student" run every group
+of its student network. Missing and incomplete runs are listed, never dropped.
+``tools/report.py`` is the command line.
 """
 import csv
+import json
+import math
 import os
 import re
 import time
 
 from .plots import plot_curves, plot_methods
 from .runs import CLS_METRICS, COMPLETE, DET_METRICS, MISSING, loss_curves, read_run
+from .stats import BETTER, CONFIDENCE, NOISE, ONE, UNPAIRED, WORSE, paired_gain, pair_by_seed, summarize
 
-__all__ = ["PAPER_CSV", "load_paper_results", "group_runs", "group_rows", "build_report"]
+__all__ = ["PAPER_CSV", "load_paper_results", "group_runs", "group_rows", "group_arms", "build_report"]
 
 PAPER_CSV = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "paper_results.csv")
 REFERENCE = ("teacher", "student")
@@ -103,8 +109,52 @@ def _metrics_of(task):
     return DET_METRICS if task == "detection" else CLS_METRICS
 
 
+def _arm_key(run):
+    """Runs with equal configs but for SEED and OUTPUT_DIR are seeds of one arm (a run without config: alone)."""
+    cfg = run["config"]
+    if not cfg:
+        return run["method"], "dir:" + run["dir"]
+    rest = {k: v for k, v in cfg.items() if k not in ("SEED", "OUTPUT_DIR")}
+    return run["method"], json.dumps(rest, sort_keys=True, default=str)
+
+
+def _by_seed(runs, metric):
+    """{seed: value} of the complete runs with a fixed seed (SEED >= 0; a negative SEED is random)."""
+    out = {}
+    for r in runs:
+        v = r["metrics"].get(metric)
+        if r["status"] == COMPLETE and r["seed"] is not None and r["seed"] >= 0 and _finite(v):
+            out.setdefault(r["seed"], v)
+    return out
+
+
+def _finite(v):
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _arms_of(runs):
+    """{arm key: its runs}, arms in order of first appearance, runs ordered by seed."""
+    arms = {}
+    for r in runs:
+        arms.setdefault(_arm_key(r), []).append(r)
+    return {k: sorted(a, key=lambda r: (r["seed"] is None, r["seed"] or 0)) for k, a in arms.items()}
+
+
+def _arm_label(runs):
+    return ", ".join(r["run"] for r in runs)
+
+
+def _baseline_arm(runs):
+    """Runs of the group's baseline arm: the first "student" arm with a complete run ([] if none)."""
+    return next((a for a in _arms_of(runs).values()
+                 if a[0]["method"] == "student" and any(r["status"] == COMPLETE for r in a)), [])
+
+
 def group_rows(key, runs, paper):
-    """Table rows of one group: each run's metrics, gain over the baseline, paper value and delta.
+    """Table rows of one group, one per run: metrics, gain over the baseline, paper value and delta.
+
+    A run's gain is its difference to the baseline run of the same seed (or to the baseline's
+    only complete run when the baseline has one).
 
     Args:
         key: (task, dataset, teacher, student) of the group.
@@ -113,18 +163,26 @@ def group_rows(key, runs, paper):
 
     Returns:
         list of dicts, one per run, with "gain_<m>", "paper_<m>", "diff_<m>", "paper_source",
-        "baseline_run" and "role" added to the run's fields.
+        "baseline_run", "arm" (the arm's label) and "role" added to the run's fields.
     """
     task, dataset, teacher, student = key
-    baseline = next((r for r in runs if r["method"] == "student" and r["status"] == COMPLETE), None)
+    base_arm = _baseline_arm(runs)
+    base_done = [r for r in base_arm if r["status"] == COMPLETE]
+    base_label = _arm_label(base_arm) if base_arm else ""
+    labels = {k: _arm_label(a) for k, a in _arms_of(runs).items()}
     rows = []
     for r in runs:
         row = dict(r, group=" / ".join(x or "-" for x in key), role=r["method"] if r["method"] in REFERENCE
-                   else "distilled", baseline_run=baseline["run"] if baseline else "", paper_source="")
+                   else "distilled", baseline_run=base_label, paper_source="", arm=labels[_arm_key(r)])
+        partner = None
+        if not any(r is b for b in base_arm):
+            fixed = r["seed"] is not None and r["seed"] >= 0
+            partner = next((b for b in base_done if fixed and b["seed"] == r["seed"]),
+                           base_done[0] if len(base_done) == 1 else None)
         for m in _metrics_of(task):
             ours = r["metrics"].get(m)
-            base = baseline["metrics"].get(m) if baseline else None
-            if ours is not None and base is not None and r is not baseline:
+            base = partner["metrics"].get(m) if partner else None
+            if ours is not None and base is not None:
                 row[f"gain_{m}"] = ours - base
         for m in PAPER_METRICS[task]:
             hit = paper.get((r["paper_dataset"], teacher, student, r["method"], m))
@@ -135,6 +193,60 @@ def group_rows(key, runs, paper):
                 row[f"diff_{m}"] = r["metrics"][m] - hit[0]
         rows.append(row)
     return rows
+
+
+def group_arms(key, rows):
+    """One line per arm of a group: seeds pooled, mean +- std, paired gain with its CI and verdict.
+
+    Args:
+        key: (task, dataset, teacher, student) of the group.
+        rows: :func:`group_rows` output for the group.
+
+    Returns:
+        list of dicts with "method", "role", "label" (its runs' names), "runs", "status"
+        (complete, incomplete, missing, or "k of n complete"), "n" (complete runs), "seeds",
+        "scale", "progress", "stats" ({metric: {n, mean, std}}), "gain" ({metric: {n (paired
+        seeds), mean, std, ci_low, ci_high, verdict, paired}}), "verdict" (headline metric;
+        "baseline" for the baseline, "" for teacher runs), "paper_<m>", "diff_<m>" (arm mean -
+        paper), "paper_source" and "is_baseline".
+    """
+    task = key[0]
+    base_arm = _baseline_arm(rows)
+    out = []
+    for members in _arms_of(rows).values():
+        first, done = members[0], [r for r in members if r["status"] == COMPLETE]
+        is_base = any(r is b for r in members for b in base_arm)
+        statuses = {r["status"] for r in members}
+        status = statuses.pop() if len(statuses) == 1 else f"{len(done)} of {len(members)} complete"
+        progress = {_progress(r) for r in members}
+        arm = {"method": first["method"], "role": first["role"], "label": _arm_label(members), "runs": members,
+               "status": status, "n": len(done), "seeds": sorted({r["seed"] for r in done if r["seed"] is not None}),
+               "scale": "; ".join(dict.fromkeys(r["scale"] for r in members)),
+               "progress": progress.pop() if len(progress) == 1 else "mixed", "stats": {}, "gain": {},
+               "paper_source": first.get("paper_source", ""), "is_baseline": is_base,
+               "verdict": "baseline" if is_base else ""}
+        for m in _metrics_of(task):
+            arm["stats"][m] = summarize(r["metrics"].get(m) for r in done)
+            if is_base or not base_arm:
+                continue
+            seeds, diffs = pair_by_seed(_by_seed(members, m), _by_seed(base_arm, m))
+            base_stats = summarize(r["metrics"].get(m) for r in base_arm if r["status"] == COMPLETE)
+            if diffs:
+                arm["gain"][m] = dict(paired_gain(diffs), paired=True, pair_seeds=seeds)
+            elif arm["stats"][m]["n"] and base_stats["n"]:  # no common fixed seed: a difference of means
+                one = arm["stats"][m]["n"] == 1 and base_stats["n"] == 1
+                arm["gain"][m] = {"n": 1 if one else 0, "mean": arm["stats"][m]["mean"] - base_stats["mean"],
+                                  "std": None, "ci_low": None, "ci_high": None, "paired": False, "pair_seeds": [],
+                                  "verdict": ONE if one else UNPAIRED}
+            if arm["role"] == "distilled" and m == HEADLINE[task] and m in arm["gain"]:
+                arm["verdict"] = arm["gain"][m]["verdict"]
+        for m in PAPER_METRICS[task]:
+            if f"paper_{m}" in first:
+                arm[f"paper_{m}"] = first[f"paper_{m}"]
+                if arm["stats"][m]["mean"] is not None:
+                    arm[f"diff_{m}"] = arm["stats"][m]["mean"] - first[f"paper_{m}"]
+        out.append(arm)
+    return out
 
 
 def _fmt(v, signed=False):
@@ -153,24 +265,44 @@ def _progress(r):
     return f"{done}/{r['max_iter']} {unit}" if r["max_iter"] else done
 
 
-def _group_markdown(key, rows, paper_datasets, plot_rel):
+def _mean_std(stat):
+    if stat["mean"] is None:
+        return "-"
+    return _fmt(stat["mean"]) + (f" ± {stat['std']:.2f}" if stat["std"] is not None else "")
+
+
+def _ci(g):
+    return f"[{_fmt(g['ci_low'], True)}, {_fmt(g['ci_high'], True)}]" if g and g.get("ci_low") is not None else "-"
+
+
+def _group_markdown(key, rows, arms, paper_datasets, plot_rel):
     task, dataset, teacher, student = key
     metrics, head = _metrics_of(task), HEADLINE[task]
     pm = [m for m in PAPER_METRICS[task] if any(f"paper_{m}" in r for r in rows)]
-    cols = ["Method", "Run", "Status", "Progress"] + list(metrics) + [f"Gain {head}"]
+    cols = ["Method", "Run", "Status", "Progress"] + list(metrics) + [f"Gain {head}", f"{CONFIDENCE:.0%} CI",
+                                                                    "Verdict", "n", "Procs × imgs/proc"]
     cols += [f"Paper {m} (Δ)" for m in pm] + (["Source"] if pm else [])
     out = [f"## {task}: {dataset} · teacher {teacher or '-'} → student {student or '-'}", "",
            "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        cells = [r["method"] + (" (baseline)" if r["run"] == r["baseline_run"] else ""), r["run"], r["status"],
-                 _progress(r)] + [_fmt(r["metrics"].get(m)) for m in metrics] + [_fmt(r.get(f"gain_{head}"), True)]
-        cells += [f"{_fmt(r[f'paper_{m}'])} ({_fmt(r.get(f'diff_{m}'), True)})" if f"paper_{m}" in r else "-"
+    for a in arms:
+        g = a["gain"].get(head)
+        verdict = a["verdict"] or (ONE if a["n"] == 1 else "-")
+        cells = [a["method"] + (" (baseline)" if a["is_baseline"] else ""), a["label"], a["status"], a["progress"]]
+        cells += [_mean_std(a["stats"][m]) for m in metrics]
+        cells += [_fmt(g["mean"] if g else None, True), _ci(g), verdict, str(a["n"]), a["scale"]]
+        cells += [f"{_fmt(a[f'paper_{m}'])} ({_fmt(a.get(f'diff_{m}'), True)})" if f"paper_{m}" in a else "-"
                   for m in pm]
-        cells += [r["paper_source"] or "-"] if pm else []
+        cells += [a["paper_source"] or "-"] if pm else []
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
     if not rows[0]["baseline_run"]:
         out.append("No complete student baseline run in this group: no gain over the baseline is shown.  ")
+    if any(a["n"] > 1 for a in arms):
+        out.append("Values with ± are mean ± std over the arm's complete seeds (n); the gain is the mean of the paired "
+                   f"differences to the baseline run of the same seed, with its {CONFIDENCE:.0%} t interval.  ")
+    if any(a["verdict"] == UNPAIRED for a in arms):
+        out.append("'not paired': the arm and the baseline share no fixed SEED; the gain is a difference of means "
+                   "without a verdict.  ")
     if rows[0]["paper_dataset"] not in paper_datasets:
         out.append(f"No paper delta: the papers report on {', '.join(sorted(paper_datasets))}, not on {dataset}.  ")
     elif not pm:
@@ -182,14 +314,18 @@ def _group_markdown(key, rows, paper_datasets, plot_rel):
         out += ["", f"![{head} per method]({plot_rel})"]
     cats = sorted({c for r in rows for c in r["per_category"]})
     if cats:
-        out += ["", "Per-category AP:", "", "| Category | " + " | ".join(f"{r['method']} ({r['run']})" for r in rows)
-                + " |", "|" + "---|" * (len(rows) + 1)]
-        out += [f"| {c} | " + " | ".join(_fmt(r["per_category"].get(c)) for r in rows) + " |" for c in cats]
+        def cat_mean(a, c):
+            return _mean_std(summarize(r["per_category"].get(c) for r in a["runs"] if r["status"] == COMPLETE))
+
+        out += ["", "Per-category AP:", "", "| Category | " + " | ".join(f"{a['method']} ({a['label']})" for a in arms)
+                + " |", "|" + "---|" * (len(arms) + 1)]
+        out += [f"| {c} | " + " | ".join(cat_mean(a, c) for a in arms) + " |" for c in cats]
     return out + [""]
 
 
 CSV_HEAD = ["group", "task", "dataset", "paper_dataset", "teacher", "student", "method", "role", "run", "dir",
-            "status", "note", "iteration", "max_iter", "baseline_run"]
+            "status", "note", "iteration", "max_iter", "baseline_run", "arm", "seed", "world_size",
+            "images_per_process", "scale"]
 
 
 def _write_csv(path, rows):
@@ -205,6 +341,37 @@ def _write_csv(path, rows):
             w.writerow(["" if v is None else v for v in vals] + [r["per_category"].get(c, "") for c in cats])
 
 
+SUMMARY_HEAD = ["group", "task", "dataset", "teacher", "student", "method", "role", "runs", "status", "n", "seeds",
+                "scale", "verdict"]
+
+
+def _write_summary_csv(path, groups):
+    """One line per arm: mean / std / n of every metric, paired gain with its CI, verdict, paper delta."""
+    metric_cols = [m for m in DET_METRICS + CLS_METRICS
+                   if any(a["stats"].get(m, {}).get("n") for _, arms in groups for a in arms)]
+    stat_cols = [f"{s}_{m}" for m in metric_cols for s in ("mean", "std", "n")]
+    gain_cols = [f"{s}_{m}" for m in metric_cols for s in ("gain", "gain_std", "gain_ci_low", "gain_ci_high",
+                                                            "gain_n_pairs", "verdict")]
+    paper_cols = [f"{p}_{m}" for m in metric_cols for p in ("paper", "diff")
+                  if any(f"{p}_{m}" in a for _, arms in groups for a in arms)]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(SUMMARY_HEAD + stat_cols + gain_cols + paper_cols + ["paper_source"])
+        for key, arms in groups:
+            for a in arms:
+                vals = [" / ".join(x or "-" for x in key), *key[:4], a["method"], a["role"], a["label"], a["status"],
+                        a["n"], " ".join(map(str, a["seeds"])), a["scale"], a["verdict"]]
+                for m in metric_cols:
+                    st = a["stats"].get(m, {})
+                    vals += [st.get("mean"), st.get("std"), st.get("n")]
+                for m in metric_cols:
+                    g = a["gain"].get(m) or {}
+                    vals += [g.get("mean"), g.get("std"), g.get("ci_low"), g.get("ci_high"),
+                             g.get("n") if g.get("paired") else (0 if g else None), g.get("verdict")]
+                vals += [a.get(k) for k in paper_cols] + [a["paper_source"]]
+                w.writerow(["" if v is None else v for v in vals])
+
+
 def _unique_names(run_dirs, names):
     """Display names: the given name, else the directory's base name (parent added on a clash)."""
     base = [names.get(d) or os.path.basename(os.path.normpath(d)) for d in run_dirs]
@@ -212,11 +379,17 @@ def _unique_names(run_dirs, names):
             for b, d in zip(base, run_dirs)]
 
 
-def _group_plot(key, rows, out_dir):
-    """Draw the group's headline metric per method; returns the PNG path relative to ``out_dir``."""
+def _group_plot(key, arms, out_dir):
+    """Draw the group's headline metric per method (mean, ± std error bars over seeds); returns the PNG path
+    relative to ``out_dir``."""
     head = HEADLINE[key[0]]
-    entries = [{"label": r["run"] if r["role"] != "distilled" else f"{r['method']}\n{r['run']}", "role": r["role"],
-                "value": r["metrics"].get(head), "paper": r.get(f"paper_{head}")} for r in rows]
+    entries = []
+    for a in arms:
+        st = a["stats"][head]
+        name = a["label"] if len(a["runs"]) == 1 else f"{a['runs'][0]['run']}, …"
+        tick = f"{a['method']}\n{name}" + (f" (n = {a['n']})" if a["n"] > 1 else "")
+        entries.append({"label": name if a["role"] != "distilled" else tick, "role": a["role"],
+                        "value": st["mean"], "err": st["std"], "n": a["n"], "paper": a.get(f"paper_{head}")})
     rel = os.path.join("plots", _slug(head, *key) + ".png")
     plot_methods(entries, head, os.path.join(out_dir, rel), f"{key[1]}: {key[2] or '-'} → {key[3] or '-'} ({head})")
     return rel
@@ -236,8 +409,26 @@ def _curves_section(runs, out_dir):
     return (["## Training curves", ""] + lines if lines else []), files
 
 
+def _multiplicity(all_arms):
+    """The sentence saying how many methods got a verdict (no correction for multiple comparisons)."""
+    distilled = [a for _, arms in all_arms for a in arms if a["role"] == "distilled"]
+    judged = [a for a in distilled if a["verdict"] in (BETTER, WORSE, NOISE)]
+    single = sum(a["verdict"] == ONE or (not a["verdict"] and a["n"] == 1) for a in distilled)
+    hits = sum(a["verdict"] in (BETTER, WORSE) for a in judged)
+    if not distilled:
+        return "Verdicts: none (no distilled run to compare with a baseline)."
+    if not judged:
+        return (f"Verdicts: none — {len(distilled)} distilled arm(s), {single} with one seed (n = 1): a one-seed "
+                "difference is not evidence of a gain; run several seeds (tools/sweep.py --seeds 0 1 2).")
+    return (f"Verdicts: {len(judged)} method(s) compared with their baseline over paired seeds, each at "
+            f"{CONFIDENCE:.0%} confidence with no multiplicity correction: even if no method differed, about "
+            f"{(1 - CONFIDENCE) * len(judged):.2f} 'better'/'worse' verdict(s) would be expected by chance "
+            f"({hits} given). {single} more distilled arm(s) have one seed (n = 1, no verdict).")
+
+
 def build_report(run_dirs, out_dir, names=None, paper_csv=None, title="AP / top-1 report", plots=True):
-    """Read every run, write ``report.md``, ``report.csv`` and ``plots/*.png`` under ``out_dir``.
+    """Read every run, write ``report.md``, ``report.csv`` (one line per run), ``summary.csv`` (one line per
+    arm) and ``plots/*.png`` under ``out_dir``.
 
     Args:
         run_dirs: run directories (detection or classification OUTPUT_DIRs), in display order.
@@ -249,28 +440,33 @@ def build_report(run_dirs, out_dir, names=None, paper_csv=None, title="AP / top-
 
     Returns:
         dict with "markdown" (the report text), "summary" (its tables without plots, for a
-        console), "rows" (every table row, missing runs included), "runs", "files" (paths
-        written: report.md, report.csv, then the plots) and "problems" (one line per missing
-        or incomplete run).
+        console), "rows" (one per run, missing runs included), "arms" (one per arm of each group:
+        seeds pooled, see :func:`group_arms`), "runs", "files" (paths written: report.md,
+        report.csv, summary.csv, then the plots) and "problems" (one line per missing or
+        incomplete run).
     """
     names = names or {}
     runs = [read_run(d, n) for d, n in zip(run_dirs, _unique_names(run_dirs, names))]
     paper = load_paper_results(paper_csv)
     groups, unplaced = group_runs(runs)
     os.makedirs(os.path.join(out_dir, "plots") if plots else out_dir, exist_ok=True)
-    files, rows, body = [], [], []
+    files, rows, body, all_arms = [], [], [], []
     for key, members in groups.items():
         g_rows = group_rows(key, members, paper)
+        arms = group_arms(key, g_rows)
         rows += g_rows
-        rel = _group_plot(key, g_rows, out_dir) if plots else None
+        all_arms.append((key, arms))
+        rel = _group_plot(key, arms, out_dir) if plots else None
         files += [os.path.join(out_dir, rel)] if rel else []
-        body += _group_markdown(key, g_rows, {k[0] for k in paper}, rel)
-    rows += [dict(r, group="", role="", baseline_run="", paper_source="") for r in unplaced]
+        body += _group_markdown(key, g_rows, arms, {k[0] for k in paper}, rel)
+    rows += [dict(r, group="", role="", baseline_run="", paper_source="", arm="") for r in unplaced]
     bad = [r for r in runs if r["status"] != COMPLETE]
     counts = ", ".join(f"{sum(r['status'] == s for r in runs)} {s}" for s in ("complete", "incomplete", "missing"))
     md = [f"# {title}", "", f"{len(runs)} run(s): {counts}. Generated {time.strftime('%Y-%m-%d %H:%M')}; paper "
           f"numbers from {paper_csv or 'kd_det/data/paper_results.csv'} (source per row). Gain: difference to the "
-          "group's student baseline; Δ: this run minus the paper.", ""] + body
+          "group's student baseline (paired by seed); Δ: this run (the arm's mean) minus the paper. "
+          "Procs × imgs/proc: training processes × images per process of each launch (run_info.json; contrastive "
+          "losses draw negatives from each process's own RoIs).", "", _multiplicity(all_arms), ""] + body
     if bad:
         md += ["## Missing or incomplete runs", "", "| Run | Directory | Status | Why |", "|---|---|---|---|"]
         md += [f"| {r['run']} | {r['dir']} | {r['status']} | {r['note'] or '-'} |" for r in bad] + [""]
@@ -278,9 +474,12 @@ def build_report(run_dirs, out_dir, names=None, paper_csv=None, title="AP / top-
     curves_md, curve_files = _curves_section(runs, out_dir) if plots else ([], [])
     text = "\n".join(md + curves_md).rstrip() + "\n"
     md_path, csv_path = os.path.join(out_dir, "report.md"), os.path.join(out_dir, "report.csv")
+    summary_path = os.path.join(out_dir, "summary.csv")
     with open(md_path, "w") as f:
         f.write(text)
     _write_csv(csv_path, rows)
+    _write_summary_csv(summary_path, all_arms)
     return {"markdown": text, "summary": summary, "rows": rows, "runs": runs,
-            "files": [md_path, csv_path] + files + curve_files,
+            "arms": [dict(a, group=key) for key, arms in all_arms for a in arms],
+            "files": [md_path, csv_path, summary_path] + files + curve_files,
             "problems": [f"{r['run']}: {r['status']} ({r['note'] or 'no reason recorded'})" for r in bad]}

@@ -15,8 +15,8 @@ A run is never dropped: whatever is wrong with it ends up in its ``status`` ("co
 import json
 import os
 
-__all__ = ["COMPLETE", "INCOMPLETE", "MISSING", "DET_METRICS", "CLS_METRICS", "LOSS_NAMES",
-           "read_run", "read_metrics", "loss_curves"]
+__all__ = ["COMPLETE", "INCOMPLETE", "MISSING", "DET_METRICS", "CLS_METRICS", "LOSS_NAMES", "RUN_INFO",
+           "read_run", "read_metrics", "loss_curves", "write_run_info", "read_run_info", "scale_label"]
 
 COMPLETE, INCOMPLETE, MISSING = "complete", "incomplete", "missing"
 # Headline metrics per task, in table order (percent).
@@ -27,6 +27,56 @@ LOSS_NAMES = {"kd": "KD", "dkd": "DKD", "ckd": "CKD", "dcd": "DCD", "reviewkd": 
               "fitnet": "FitNet", "fgfi": "FGFI", "msd": "MSD", "crd": "CRD"}
 # Detectron2 dataset name -> the dataset column of kd_det/data/paper_results.csv.
 DATASET_ALIASES = {"coco_2017_val": "coco2017_val", "coco_2017_test-dev": "coco2017_test-dev"}
+
+
+RUN_INFO = "run_info.json"
+
+
+def write_run_info(out_dir, launch):
+    """Record how a training launch ran in ``out_dir/run_info.json`` (main process only).
+
+    ``run_info.json`` holds the latest launch's fields at the top level and every launch (the
+    first, then one per ``--resume``) under "launches", so a run resumed on another number of
+    processes shows both. Contrastive losses (CKD, DCD) draw their negatives from each process's
+    own RoIs / samples, so ``world_size`` and ``images_per_process`` are part of the method's setting.
+
+    Args:
+        out_dir: the run's OUTPUT_DIR.
+        launch: dict with at least "task", "world_size", "images_per_process" (JSON-serialisable).
+
+    Returns:
+        the path written.
+    """
+    path = os.path.join(out_dir, RUN_INFO)
+    launches = (read_run_info(path) or {}).get("launches", [])
+    record = dict(launch, launches=launches + [dict(launch)])
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def read_run_info(path):
+    """The dict of a ``run_info.json`` (a run directory or the file), or None if absent or unreadable."""
+    if os.path.isdir(path):
+        path = os.path.join(path, RUN_INFO)
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def scale_label(info):
+    """"<processes> x <images per process>" of every distinct launch of a run ("-" when unknown), e.g. "4 x 2"."""
+    if not info:
+        return "-"
+    launches = info.get("launches") or [info]
+    seen = dict.fromkeys(f"{x.get('world_size', '?')} x {x.get('images_per_process', '?')}" for x in launches)
+    return ", then ".join(seen)
 
 
 def read_metrics(path):
@@ -205,13 +255,17 @@ def read_run(run_dir, name=None):
         dict with "run", "dir", "status" (complete / incomplete / missing), "note", "task",
         "dataset", "paper_dataset", "teacher", "student", "method", "labels_derived",
         "iteration", "max_iter", "metrics" ({AP...} or {top1, top5, best_top1}),
-        "per_category" ({category: AP}), "records" (metrics.json) and "config".
+        "per_category" ({category: AP}), "records" (metrics.json), "config", "seed" (the config's
+        SEED, None without one), "run_info" (``run_info.json``, None without one), "world_size",
+        "images_per_process" (its latest launch) and "scale" (e.g. "4 x 2": processes x images per
+        process of each distinct launch, "-" when unknown).
         ``bbox`` mirrors "metrics" for detection runs (kept for older callers).
     """
     out = {"run": name or os.path.basename(os.path.normpath(run_dir)), "dir": run_dir, "status": MISSING,
            "note": "", "task": None, "dataset": "", "teacher": "", "student": "", "method": "",
            "labels_derived": False, "iteration": None, "max_iter": None, "metrics": {}, "per_category": {},
-           "records": [], "config": {}, "bbox": {}}
+           "records": [], "config": {}, "bbox": {}, "seed": None, "run_info": None, "world_size": None,
+           "images_per_process": None, "scale": "-"}
     if not os.path.isdir(run_dir):
         out["note"] = f"{run_dir} is not a directory"
         return out
@@ -230,6 +284,15 @@ def read_run(run_dir, name=None):
         if bad:
             notes.append(f"{bad} unparsable line(s) in metrics.json skipped")
     cfg = out["config"]
+    seed = cfg.get("SEED")
+    out["seed"] = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+    if RUN_INFO in files:
+        out["run_info"] = read_run_info(os.path.join(run_dir, RUN_INFO))
+        if out["run_info"] is None:
+            notes.append(f"{RUN_INFO} is unreadable")
+    info = out["run_info"] or {}
+    out["world_size"], out["images_per_process"] = info.get("world_size"), info.get("images_per_process")
+    out["scale"] = scale_label(out["run_info"])
     out["task"] = _task_of(cfg, files) or ("classification" if any("epoch" in r for r in out["records"])
                                            else "detection")
     if out["task"] == "classification":

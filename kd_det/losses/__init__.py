@@ -25,6 +25,8 @@ optional ones also in ``OPTIONAL_INPUTS``):
 ``anchors``          per FPN level (list, or dict keyed like the features) of (H_l*W_l*A, 4)
                      xyxy anchors in Detectron2's order (FGFI)
 ``gt_boxes``         per image, list of (G_i, 4) xyxy GT boxes (FGFI)
+``object_id``        (N,) int64 object each sample shows (detection: matched GT box, unique over
+                     the batch, -1 = background); optional for DCD / CKD
 ==================== ============================================================================
 
 ``shapes`` (for ``shape_params`` / ``DistillLoss``): input name -> int (vector dim, e.g.

@@ -303,3 +303,51 @@ def row_logsumexp(a: Tensor, b: Tensor, scale=1.0, bias=0.0, chunk_size: int = 0
     parts = [checkpoint(_block_lse, a[i:i + chunk_size], b, scale, bias, use_reentrant=False,
                         preserve_rng_state=False) for i in range(0, n, chunk_size)]
     return torch.cat(parts)
+
+
+# ----------------------------------------------------------------------------- same-object samples
+#: How samples of the same object (detection: RoIs matched to one GT box) enter an in-batch
+#: contrastive loss. "negative": every other sample is a negative (the classification form);
+#: "exclude": other samples of the anchor's object leave the denominator; "positive": they are
+#: extra positives (supervised-contrastive form, the row loss averages over them).
+SAME_OBJECT_MODES = ("negative", "exclude", "positive")
+
+
+def check_same_object(loss: str, same_object) -> str:
+    if same_object not in SAME_OBJECT_MODES:
+        raise ValueError(f"{loss}: parameter 'same_object' must be one of {', '.join(SAME_OBJECT_MODES)}, "
+                         f"got {same_object!r}.")
+    return same_object
+
+
+def check_object_id(loss: str, object_id: Tensor, n: int) -> None:
+    if object_id.dim() != 1 or object_id.shape[0] != n or object_id.is_floating_point():
+        raise ValueError(f"{loss}: 'object_id' must be an integer tensor of shape ({n},), got "
+                         f"{tuple(object_id.shape)} {object_id.dtype}.")
+
+
+def same_object_mask(object_id: Tensor) -> Tensor:
+    """(N,) object ids (-1 = background, each background sample its own instance) -> (N, N) bool,
+    True where ``i != j`` and both samples belong to the same object."""
+    same = (object_id[:, None] == object_id[None, :]) & (object_id[:, None] >= 0)
+    return same & ~torch.eye(object_id.shape[0], dtype=torch.bool, device=object_id.device)
+
+
+def masked_info_nce(logits: Tensor, same: Tensor | None, same_object: str) -> Tensor:
+    """Per-row InfoNCE with the positive on the diagonal of a dense (N, N) logit matrix.
+
+    Args:
+        logits: (N, N) anchor rows x candidate columns; column i is row i's positive.
+        same: (N, N) bool from :func:`same_object_mask`, or None (no sample shares an object).
+        same_object: one of :data:`SAME_OBJECT_MODES`.
+
+    Returns:
+        (N,) ``-log softmax`` of the positive (mean over the positives in "positive" mode).
+    """
+    if same is None or same_object == "negative":
+        return torch.logsumexp(logits, dim=1) - logits.diagonal()
+    if same_object == "exclude":
+        return torch.logsumexp(logits.masked_fill(same, float("-inf")), dim=1) - logits.diagonal()
+    log_p = torch.log_softmax(logits, dim=1)
+    positives = same | torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+    return -(log_p * positives).sum(dim=1) / positives.sum(dim=1)

@@ -6,12 +6,16 @@ A spec is a dict::
      "weight": 1.0,                 # >= 0, default 1.0
      "params": {"alpha": 0.5},      # constructor params, default {}
      "inputs": {"emb_s": "logits_s", "emb_t": "logits_t"},  # loss arg -> provided key, default identity
-     "tag": "dcd"}                  # output key suffix, default the name (deduplicated: dcd, dcd_2, ...)
+     "tag": "dcd",                  # output key suffix, default the name (deduplicated: dcd, dcd_2, ...)
+     "start_iter": 0}               # int >= 0, default 0: the term counts from this iteration on
 
 Constructor params are ``shape_params(shapes)`` (with the ``inputs`` remap applied to
-``shapes``) overridden by the explicit ``params``. ``forward(**tensors)`` returns
+``shapes``) overridden by the explicit ``params``. ``forward(iteration=None, **tensors)`` returns
 ``{"loss_<tag>": weight * value}`` and nothing else (so a Detectron2 trainer that sums every
-``loss_*`` entry counts each term once); extra tensors are ignored.
+``loss_*`` entry counts each term once); extra tensors are ignored. Before its ``start_iter``
+(``iteration < start_iter``) a term is still computed but multiplied by 0, so its learnable parts
+get (zero) gradients every step and DDP sees every parameter used; a term with ``start_iter > 0``
+needs ``iteration`` (the current 0-based training iteration).
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from torch import Tensor, nn
 
 __all__ = ["DistillLoss"]
 
-_SPEC_KEYS = ("name", "weight", "params", "inputs", "tag")
+_SPEC_KEYS = ("name", "weight", "params", "inputs", "tag", "start_iter")
 
 
 class DistillLoss(nn.Module):
@@ -43,6 +47,7 @@ class DistillLoss(nn.Module):
         shapes = dict(shapes or {})
         self.losses = nn.ModuleDict()
         self.weights: dict[str, float] = {}
+        self.start_iters: dict[str, int] = {}
         self.input_maps: dict[str, dict[str, str]] = {}
         for number, spec in enumerate(specs):
             if not isinstance(spec, Mapping) or "name" not in spec:
@@ -59,6 +64,10 @@ class DistillLoss(nn.Module):
             if (isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight)
                     or weight < 0):
                 raise ValueError(f"{name}: spec key 'weight' must be a finite number >= 0, got {weight!r}.")
+            start_iter = spec.get("start_iter", 0)
+            if isinstance(start_iter, bool) or not isinstance(start_iter, int) or start_iter < 0:
+                raise ValueError(f"{name}: spec key 'start_iter' must be an int >= 0 (the first iteration the "
+                                 f"term counts), got {start_iter!r}.")
             inputs = dict(spec.get("inputs") or {})
             bad = sorted(set(inputs) - set(cls.INPUTS))
             if bad:
@@ -73,6 +82,7 @@ class DistillLoss(nn.Module):
                 key = f"{tag}_{count}"
             self.losses[key] = loss
             self.weights[key] = float(weight)
+            self.start_iters[key] = int(start_iter)
             self.input_maps[key] = {arg: inputs.get(arg, arg) for arg in cls.INPUTS}
 
     @staticmethod
@@ -108,10 +118,18 @@ class DistillLoss(nn.Module):
         used = {self.input_maps[k][arg] for k, loss in self.losses.items() for arg in loss.INPUTS}
         return used - self.required_inputs()
 
-    def forward(self, **tensors) -> dict[str, Tensor]:
-        """Provided tensors by key -> {"loss_<tag>": weight * value}."""
+    def forward(self, iteration: int | None = None, **tensors) -> dict[str, Tensor]:
+        """Provided tensors by key -> {"loss_<tag>": weight * value} (x 0 before the term's ``start_iter``).
+
+        Args:
+            iteration: the current 0-based training iteration; needed only when a term has ``start_iter > 0``.
+        """
         out = {}
         for key, loss in self.losses.items():
+            start = self.start_iters[key]
+            if start > 0 and iteration is None:
+                raise ValueError(f"DistillLoss: loss {key!r} has start_iter {start}, so forward() needs the "
+                                 "current training iteration (iteration=...).")
             mapping, needed = self.input_maps[key], set(loss.required_inputs())
             kwargs = {}
             for arg, provided in mapping.items():
@@ -121,8 +139,10 @@ class DistillLoss(nn.Module):
                 elif arg in needed:
                     via = "" if provided == arg else f" (provided as {provided!r})"
                     raise ValueError(f"DistillLoss: loss {key!r} needs input {arg!r}{via}, which was not given.")
-            out[f"loss_{key}"] = loss(**kwargs) * self.weights[key]
+            factor = self.weights[key] if start == 0 or iteration >= start else 0.0
+            out[f"loss_{key}"] = loss(**kwargs) * factor
         return out
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}: weight={w}" for k, w in self.weights.items())
+        return ", ".join(f"{k}: weight={w}" + (f", start_iter={self.start_iters[k]}" if self.start_iters[k] else "")
+                         for k, w in self.weights.items())

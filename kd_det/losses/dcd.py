@@ -15,10 +15,21 @@ learnable temperature ``tau`` (logit scale ``exp(tau)``, clamped) and a learnabl
     \\mathcal{L}_{DCD} = \\mathcal{L}_{contrast} + \\alpha\\, \\frac1N \\sum_i
         \\mathrm{KL}(p^S_i \\| p^T_i)                                                         \\quad (2, 6)
 
-KL direction. The paper (Eq. 6) writes KL(p^S || p^T); the authors' public code computes
+KL direction. The paper (Eq. 6) writes KL(p^S || p^T); the authors' public code
+(giakoumoglou/distillers, the DCD loss) computes
 ``kl_div(log_softmax(l, 1), softmax(l, 0).T, reduction="batchmean")`` = KL(p^T || p^S).
-``kl_direction="student_teacher"`` (alias ``"paper"``, the default) gives the paper's,
-``"teacher_student"`` (alias ``"code"``) the code's.
+The papers' tables came from that code, so ``kl_direction="teacher_student"`` (alias
+``"code"``) is the default for every row; ``"student_teacher"`` (alias ``"paper"``) gives Eq. 6.
+
+Detection (our reading: no public DCD detection code exists). The paper's objective is
+Eq. 7, L_sup + lambda KD + beta DCD (Sec. 4: alpha 0.5, beta 1, lambda 1); the classification
+code feeds the penultimate features, so the detection rows feed the box-head features of the
+sampled RoIs (``emb_s`` / ``emb_t``, (R, 1024) on COCO) and add KD on the RoI logits. In-batch
+negatives are RoIs, and RoIs are not independent samples: most are near-identical
+background and several overlap one GT box. ``object_id`` (the matched GT box per RoI, -1 =
+background) lets the loss keep only foreground RoIs and drop RoIs of the anchor's own object
+from the denominator (``foreground_only``, ``same_object``; chosen by measurement, see
+docs/losses.md).
 
 The bias ``b`` has no effect on either term: a constant added to every logit cancels in a
 row softmax and in a column softmax alike, so the loss value and every gradient other than
@@ -41,8 +52,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._common import (LossModule, cast, check_chunk, check_nonnegative, check_positive, check_same_rows,
-                      compute_dtype, fp32_math, graph_zero, module_dtype)
+from ._common import (LossModule, cast, check_chunk, check_nonnegative, check_object_id, check_positive,
+                      check_same_object, check_same_rows, compute_dtype, fp32_math, graph_zero, masked_info_nce,
+                      module_dtype, same_object_mask)
 
 __all__ = ["dcd_loss", "DCDLoss"]
 
@@ -72,9 +84,30 @@ def _rows_block(x_rows: Tensor, y_rows: Tensor, x: Tensor, y: Tensor, scale, bia
     return row_lse, col_lse, cross
 
 
+def _dense_dcd(z_s: Tensor, z_t: Tensor, scale, bias, alpha: float, direction: str, same: Tensor,
+               same_object: str) -> Tensor:
+    """DCD on the whole (N, N) matrix with same-object pairs handled (see ``same_object``).
+
+    "exclude" removes the pairs from both softmaxes (contrastive and consistency terms);
+    "positive" only changes the contrastive term (extra positives), the consistency term is
+    the plain one.
+    """
+    logits = (z_s @ z_t.t()) * scale + bias                                   # (N, N) student rows
+    contrast = masked_info_nce(logits, same, same_object).mean()
+    if same_object == "exclude":
+        logits = logits.masked_fill(same, float("-inf"))
+    log_ps = torch.log_softmax(logits, dim=1)                                 # log p^S_i(j)
+    log_pt = torch.log_softmax(logits, dim=0).t()                             # log p^T_i(j) = log softmax_j(l_ji)
+    p, log_p, log_q = ((log_ps.exp(), log_ps, log_pt) if direction == "student_teacher"
+                       else (log_pt.exp(), log_pt, log_ps))
+    kl = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(dim=1)
+    return contrast + alpha * kl.mean()
+
+
 @fp32_math
 def dcd_loss(emb_s: Tensor, emb_t: Tensor, logit_scale=math.e, alpha: float = 0.5, bias=0.0,
-             kl_direction: str = "student_teacher", chunk_size: int = 4096) -> Tensor:
+             kl_direction: str = "teacher_student", chunk_size: int = 4096, object_id: Tensor | None = None,
+             same_object: str = "negative", foreground_only: bool = False) -> Tensor:
     """In-batch contrastive CE + alpha x consistency KL on projected embeddings.
 
     Args:
@@ -83,8 +116,16 @@ def dcd_loss(emb_s: Tensor, emb_t: Tensor, logit_scale=math.e, alpha: float = 0.
         logit_scale: exp(tau) after clamping; float > 0 or 0-dim tensor (may require grad).
         alpha: consistency weight (paper: 0.5).
         bias: b, float or 0-dim tensor; cancels in both terms (kept for fidelity).
-        kl_direction: "student_teacher"/"paper" = KL(p^S||p^T), "teacher_student"/"code" = KL(p^T||p^S).
+        kl_direction: "teacher_student"/"code" = KL(p^T||p^S) (default, the public code's),
+            "student_teacher"/"paper" = KL(p^S||p^T) (Eq. 6).
         chunk_size: rows per block of the N x N logits; 0 = never block.
+        object_id: optional (N,) int64, the object each sample shows (detection: the GT box a RoI
+            is matched to, unique over the batch; -1 = background, each such RoI its own
+            instance). None = every sample is a distinct instance (classification).
+        same_object: "negative" (other samples of the anchor's object are negatives, the
+            classification form), "exclude" (they leave both softmaxes) or "positive" (extra
+            positives of the contrastive term); needs ``object_id``.
+        foreground_only: keep only samples with ``object_id >= 0`` (drops background RoIs).
 
     Returns:
         0-dim tensor; N = 0 gives a graph-connected 0, N = 1 gives 0 (up to rounding).
@@ -102,10 +143,19 @@ def dcd_loss(emb_s: Tensor, emb_t: Tensor, logit_scale=math.e, alpha: float = 0.
     direction = _direction("dcd", kl_direction)
     if not isinstance(logit_scale, Tensor):
         check_positive("dcd", "logit_scale", logit_scale)
+    check_same_object("dcd", same_object)
     check_same_rows("dcd", emb_s, emb_t)
     if emb_s.shape[1] != emb_t.shape[1]:
         raise ValueError(f"dcd: 'emb_s' has dim {emb_s.shape[1]} but 'emb_t' has dim {emb_t.shape[1]}; "
                          "project both sides to one dim first.")
+    same = None
+    if object_id is not None:
+        check_object_id("dcd", object_id, emb_s.shape[0])
+        if foreground_only:
+            keep = object_id >= 0
+            emb_s, emb_t, object_id = emb_s[keep], emb_t[keep], object_id[keep]
+        if same_object != "negative":
+            same = same_object_mask(object_id)
     n = emb_s.shape[0]
     if n == 0:
         return graph_zero(emb_s, emb_t, [logit_scale, bias])
@@ -114,6 +164,8 @@ def dcd_loss(emb_s: Tensor, emb_t: Tensor, logit_scale=math.e, alpha: float = 0.
     z_t = torch.nn.functional.normalize(cast(emb_t, dtype), dim=1)
     scale = cast(logit_scale, dtype) if isinstance(logit_scale, Tensor) else logit_scale
     bias = cast(bias, dtype) if isinstance(bias, Tensor) else bias
+    if same is not None:
+        return _dense_dcd(z_s, z_t, scale, bias, alpha, direction, same, same_object)
 
     # Rows of l (student anchors) for the paper's direction, rows of l^T for the code's: the
     # KL sum then has the same form, sum(cross) + sum(col_lse) - sum(row_lse).
@@ -147,20 +199,26 @@ class DCDLoss(LossModule):
         clamp: "scale" clamps exp(tau) to [0, tau_max] (public code, default); "tau" clamps
             tau to [0, tau_max] (paper text).
         b_init: initial bias b (paper/code: 0.0); b cannot change the loss.
-        kl_direction: "student_teacher" (paper, default) or "teacher_student" (public code).
+        kl_direction: "teacher_student" (public code, default) or "student_teacher" (paper, Eq. 6).
         learn_temperature: False keeps tau and b fixed (paper's ablation used a fixed
             temperature 0.07, i.e. ``tau_init = log(1 / 0.07)``).
         chunk_size: rows per block of the N x N logits (0 = never block).
+        same_object: how samples sharing an ``object_id`` enter the loss: "negative",
+            "exclude" or "positive" (see :func:`dcd_loss`); no effect without ``object_id``.
+        foreground_only: drop samples with ``object_id`` -1 (background RoIs).
     """
 
     NAME = "dcd"
-    INPUTS = ("emb_s", "emb_t")
+    INPUTS = ("emb_s", "emb_t", "object_id")
+    OPTIONAL_INPUTS = ("object_id",)
 
     def __init__(self, in_dim_s: int | None = None, in_dim_t: int | None = None, proj_dim: int | None = 128,
                  alpha: float = 0.5, tau_init: float = 1.0, tau_max: float = 10.0, clamp: str = "scale",
-                 b_init: float = 0.0, kl_direction: str = "student_teacher", learn_temperature: bool = True,
-                 chunk_size: int = 4096):
+                 b_init: float = 0.0, kl_direction: str = "teacher_student", learn_temperature: bool = True,
+                 chunk_size: int = 4096, same_object: str = "negative", foreground_only: bool = False):
         super().__init__()
+        self.same_object = check_same_object(self.NAME, same_object)
+        self.foreground_only = bool(foreground_only)
         check_nonnegative(self.NAME, "alpha", alpha)
         check_positive(self.NAME, "tau_max", tau_max)
         check_chunk(self.NAME, chunk_size)
@@ -202,15 +260,17 @@ class DCDLoss(LossModule):
         return self.tau.clamp(0.0, self.tau_max).exp()
 
     @fp32_math
-    def forward(self, emb_s: Tensor, emb_t: Tensor) -> Tensor:
-        """(N, D_s), (N, D_t) -> 0-dim loss (projection, normalisation and loss in float32)."""
+    def forward(self, emb_s: Tensor, emb_t: Tensor, object_id: Tensor | None = None) -> Tensor:
+        """(N, D_s), (N, D_t), optional (N,) object ids -> 0-dim loss (in float32)."""
         check_same_rows(self.NAME, emb_s, emb_t)
         if emb_s.shape[0] == 0:
             return graph_zero(emb_s, emb_t, self)
         dtype = module_dtype(self)
         z_s, z_t = self.proj_s(cast(emb_s, dtype)), self.proj_t(cast(emb_t, dtype))
-        return dcd_loss(z_s, z_t, self.logit_scale(), self.alpha, self.b, self.kl_direction, self.chunk_size)
+        return dcd_loss(z_s, z_t, self.logit_scale(), self.alpha, self.b, self.kl_direction, self.chunk_size,
+                        object_id, self.same_object, self.foreground_only)
 
     def extra_repr(self) -> str:
         return (f"alpha={self.alpha}, tau_max={self.tau_max}, clamp={self.clamp!r}, "
-                f"kl_direction={self.kl_direction!r}, chunk_size={self.chunk_size}")
+                f"kl_direction={self.kl_direction!r}, chunk_size={self.chunk_size}, "
+                f"same_object={self.same_object!r}, foreground_only={self.foreground_only}")

@@ -23,6 +23,14 @@ whose anchors fit it). ``N_p`` counts masked locations over all levels and image
 adapter is a 3x3 conv (the paper's "full convolution adaptation layer") without the ReLU of
 the original VGG code, because FPN outputs take negative values.
 
+Adapter initialisation as the authors' code (twangnh/Distilling-Object-Detectors,
+``trainval_net_sup.py``: ``normal_init(stu_feature_adap[0], 0, 0.0001, truncated=True)``): weights
+drawn with standard deviation ``adapter_std`` = 1e-4 (a standard deviation, not a variance) and
+kept within +-2 std, the bias left at PyTorch's default (their truncated branch does not zero it).
+Their +-2 std bound wraps values with ``fmod``; ``nn.init.trunc_normal_`` redraws them instead (our
+choice: the same bound, a clean truncated normal). The same script's imitation weight (0.01) and
+400-iteration delay at batch 1 are set in the configs (``KD.LOSS_WEIGHTS`` / ``KD.LOSS_START_ITERS``).
+
 Anchors follow Detectron2's ``DefaultAnchorGenerator`` layout: level ``l`` has
 ``H_l * W_l * A`` boxes (x0, y0, x1, y1) ordered location-major, anchor-minor
 (index = (h * W + w) * A + a). The mask builder takes plain tensors only.
@@ -34,8 +42,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ._common import (LossModule, cast, channel_list, check_channels, check_nonnegative, fp32_math, graph_zero,
-                      module_dtype, split_feature_pair)
+from ._common import (LossModule, cast, channel_list, check_channels, check_nonnegative, check_positive, fp32_math,
+                      graph_zero, module_dtype, split_feature_pair)
 
 __all__ = ["box_iou", "fgfi_mask", "fgfi_masks", "FGFILoss"]
 
@@ -109,6 +117,8 @@ class FGFILoss(LossModule):
         psi: mask threshold factor (paper: 0.5).
         adapter_kernel: adaptation conv kernel (paper: 3).
         max_over: "level" or "all", see the module docstring.
+        adapter_std: standard deviation of the adapter weights' truncated-normal init (authors'
+            code: 1e-4, see the module docstring); None keeps PyTorch's default conv init.
 
     Inputs:
         feats_s, feats_t: FPN maps, list or ordered dict level -> (B, C, H_l, W_l).
@@ -121,7 +131,7 @@ class FGFILoss(LossModule):
     INPUTS = ("feats_s", "feats_t", "anchors", "gt_boxes")
 
     def __init__(self, in_channels, out_channels, psi: float = 0.5, adapter_kernel: int = 3,
-                 max_over: str = "level"):
+                 max_over: str = "level", adapter_std: float | None = 1e-4):
         super().__init__()
         self.in_channels = check_channels(self.NAME, "in_channels", in_channels)
         self.out_channels = check_channels(self.NAME, "out_channels", out_channels)
@@ -136,10 +146,16 @@ class FGFILoss(LossModule):
                              f"got {adapter_kernel!r}.")
         if max_over not in ("level", "all"):
             raise ValueError(f"{self.NAME}: parameter 'max_over' must be 'level' or 'all', got {max_over!r}.")
+        if adapter_std is not None:
+            check_positive(self.NAME, "adapter_std", adapter_std)
         self.psi, self.max_over = float(psi), max_over
         self.adapters = nn.ModuleList(
             nn.Conv2d(c_s, c_t, adapter_kernel, padding=adapter_kernel // 2)
             for c_s, c_t in zip(self.in_channels, self.out_channels))
+        if adapter_std is not None:
+            std = float(adapter_std)
+            for adapter in self.adapters:
+                nn.init.trunc_normal_(adapter.weight, mean=0.0, std=std, a=-2.0 * std, b=2.0 * std)
 
     @classmethod
     def shape_params(cls, shapes) -> dict:

@@ -25,10 +25,24 @@ Choices the paper leaves open (also in docs/losses.md):
 1. Pooling: adaptive average pooling to ``grids = (1, 2, 4)`` cells per side, so
    M = 1 + 4 + 16 = 21 vectors per image (global + 2x2 + 4x4 positions); cell ``m`` is
    ``(grid, row, col)`` in that order, the same on every stage and on both sides.
-2. ABP ("1x1Conv-1x1Conv-Attention", the paper's best projector, Table 5):
-   ``y = BN(conv1x1(ReLU(BN(conv1x1(x)))))`` to the teacher's channels, then a spatial
-   attention map ``a = sigmoid(conv1x1(y))`` (B, 1, H, W) and output ``y * a``: pooling then
-   gives an attention-weighted average inside each cell. Hidden width = teacher channels.
+2. ABP (attention-based projector). The paper's descriptions conflict: Table 5 names the
+   best projector "1x1Conv-1x1Conv-Attention", Sec. 1 says ABP enhances regions "through
+   channel-wise attention", and the extra-parameter counts of Table 7 (single-level
+   distillation) fit neither. Four of its five counts equal, exactly,
+   ``conv1x1(C_s -> C_s, no bias) + BN -> conv3x3(C_s -> C_t, no bias) + BN ->
+   conv1x1(C_t -> 1, with bias) + sigmoid`` (2 parameters per BN channel):
+   ResNet110->ResNet32 64->64: 4,224 + 36,992 + 65 = 41,281; ResNet32x4->ResNet8x4
+   256->256: 66,048 + 590,336 + 257 = 656,641; ->WRN-40-2 128->256: 16,640 + 295,424 + 257
+   = 312,321; ->ShuffleNetV2 464->256: 216,224 + 1,069,568 + 257 = 1,286,049. The
+   ShuffleNetV1 count (1,672,961) fits no integer C_s for C_t = 256 (C_s^2 + 2306 C_s + 769
+   = 1,672,961 gives C_s = 579.5; its 960-channel map would give 3,136,129). No 1x1-1x1
+   layout fits 41,281 either. The layout the counts support is used:
+   ``y = BN(conv3x3(ReLU(BN(conv1x1(x)))))`` with the hidden width = student channels
+   (``hidden_channels`` overrides it), then a spatial attention map
+   ``a = sigmoid(conv1x1(y))`` (B, 1, H, W, with bias) and output ``y * a``: pooling then
+   gives an attention-weighted average inside each cell. The ReLU between the two convs is
+   our choice (it has no parameters, so the counts cannot show it; ReviewKD's ABF, which has
+   the same conv1x1-BN / conv3x3-BN pair, has none).
 3. Labels: the teacher classifier expects the penultimate (last-stage) width, so labels
    come from the pooled vectors of the stage ``label_stage`` (default -1, the last) and are
    shared by every stage through the common cell layout. They are computed under no_grad.
@@ -56,14 +70,18 @@ __all__ = ["ABP", "multi_scale_pool", "msd_stage_loss", "MSDLoss"]
 
 
 class ABP(nn.Module):
-    """Attention-based projector: (B, C_s, H, W) -> (B, C_t, H, W), see choice 2."""
+    """Attention-based projector: (B, C_s, H, W) -> (B, C_t, H, W), see choice 2.
+
+    Parameters: ``C_s*h + 2h + 9*h*C_t + 2*C_t + C_t + 1`` with ``h = hidden_channels``
+    (default C_s), the count of the MSD paper's Table 7.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, hidden_channels: int | None = None):
         super().__init__()
-        hidden = hidden_channels or out_channels
+        hidden = hidden_channels or in_channels
         self.proj = nn.Sequential(
             nn.Conv2d(in_channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
+            nn.Conv2d(hidden, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels))
         self.attention = nn.Sequential(nn.Conv2d(out_channels, 1, 1), nn.Sigmoid())
 
     def forward(self, x: Tensor) -> Tensor:
@@ -116,7 +134,7 @@ class MSDLoss(LossModule):
         sample_classification: label cells with the teacher classifier and drop other
             positives (paper: True); False = "CL + MSP" ablation, no classifier needed.
         label_stage: stage whose pooled teacher vectors are classified (choice 3).
-        hidden_channels: ABP hidden width; None = teacher channels.
+        hidden_channels: ABP hidden width; None = student channels (choice 2, MSD Table 7).
 
     Inputs:
         feats_s, feats_t: list (or ordered dict) of (B, C_l, H_l, W_l) maps per stage.

@@ -24,10 +24,20 @@ than the map (``k < min(H, W)``); the weights go to the sizes actually used, in 
 normalised over them (public code: checks ``k >= H`` only; both agree on square maps and on
 FPN maps, whose height is the smaller side).
 
+Classification (ReviewKD's CIFAR-100 code, mdistiller ``distillers/ReviewKD.py``): with
+``pooled_level=True`` a last, coarsest level is appended on both sides, the globally pooled
+embedding as a (B, D, 1, 1) map (``emb_s`` / ``emb_t``); its ABF has no residual, and HCL
+compares it at 1x1 only. The reference codes also pick the maps: the teacher's
+pre-activation stage maps and the student's post-activation ones (pre-activation on ImageNet,
+mdistiller ``STU_PREACT``); the classification distiller provides them as
+``preact_feats_*`` / ``stage_feats_*`` and the row configs remap ``feats_s`` / ``feats_t``
+to them (spec key ``inputs``).
+
 Channels come from arguments (``in_channels`` / ``out_channels`` per level, derived from
 the input shapes), never a hard-coded 256. Inputs are an ordered dict (FPN p2..p6) or a
-list of backbone stages, finest / shallowest first. Detection weights (FACTS): 1.2
-(R101->R18), 1.0 (R101->R50), 2.0 (R50->MV2).
+list of backbone stages, finest / shallowest first. Detection weights: 1.2 (R101->R18), 1.0
+(R101->R50), 2.0 (R50->MV2), KD.REVIEWKD_LOSS_WEIGHT of dvlab-research/ReviewKD
+Detection/configs/ReviewKD-{R18-R101,R50-R101,MV2-R50}.yaml.
 """
 from __future__ import annotations
 
@@ -119,21 +129,40 @@ class ReviewKDLoss(LossModule):
         in_channels: student channels per level, finest first (from ``shapes["feats_s"]``).
         out_channels: teacher channels per level (from ``shapes["feats_t"]``).
         mid_channels: ABF residual channels; None = min(512, in_channels[-1]) as in the
-            public code (256 for Detectron2 FPNs).
+            public code (256 for Detectron2 FPNs; with ``pooled_level`` the last level is the
+            pooled one, as in the reference code).
         pool_sizes: HCL pooled sizes (paper: 4, 2, 1).
+        pooled_level: append the pooled embeddings (``emb_s`` / ``emb_t``, required then) as
+            a last 1x1 level (ReviewKD's CIFAR / ImageNet code); default False (detection).
+        pooled_channels: (student, teacher) embedding widths of that level (from
+            ``shapes["emb_s"]`` / ``shapes["emb_t"]``).
     """
 
     NAME = "reviewkd"
-    INPUTS = ("feats_s", "feats_t")
+    INPUTS = ("feats_s", "feats_t", "emb_s", "emb_t")
+    OPTIONAL_INPUTS = ("emb_s", "emb_t")
 
     def __init__(self, in_channels, out_channels, mid_channels: int | None = None,
-                 pool_sizes: Sequence[int] = (4, 2, 1)):
+                 pool_sizes: Sequence[int] = (4, 2, 1), pooled_level: bool = False, pooled_channels=None):
         super().__init__()
         self.in_channels = check_channels(self.NAME, "in_channels", in_channels)
         self.out_channels = check_channels(self.NAME, "out_channels", out_channels)
         if len(self.in_channels) != len(self.out_channels):
             raise ValueError(f"{self.NAME}: 'in_channels' has {len(self.in_channels)} levels but 'out_channels' "
                              f"has {len(self.out_channels)}.")
+        if not isinstance(pooled_level, bool):
+            raise ValueError(f"{self.NAME}: parameter 'pooled_level' must be true or false, got {pooled_level!r}.")
+        self.pooled_level = pooled_level
+        if pooled_level:
+            if pooled_channels is None:
+                raise ValueError(f"{self.NAME}: parameter 'pooled_level' needs 'pooled_channels' (student, teacher "
+                                 "embedding widths), derived from the shapes of 'emb_s' / 'emb_t' when given.")
+            pooled = check_channels(self.NAME, "pooled_channels", pooled_channels)
+            if len(pooled) != 2:
+                raise ValueError(f"{self.NAME}: parameter 'pooled_channels' must be (student, teacher) widths, "
+                                 f"got {pooled_channels!r}.")
+            self.in_channels.append(pooled[0])
+            self.out_channels.append(pooled[1])
         mid = min(512, self.in_channels[-1]) if mid_channels is None else mid_channels
         if isinstance(mid, bool) or not isinstance(mid, int) or mid <= 0:
             raise ValueError(f"{self.NAME}: parameter 'mid_channels' must be a positive int, got {mid_channels!r}.")
@@ -144,6 +173,9 @@ class ReviewKDLoss(LossModule):
         self.abfs = nn.ModuleList(ABF(c_in, mid, c_out, fuse=i < last)
                                   for i, (c_in, c_out) in enumerate(zip(self.in_channels, self.out_channels)))
 
+    def required_inputs(self) -> tuple[str, ...]:
+        return self.INPUTS if self.pooled_level else ("feats_s", "feats_t")
+
     @classmethod
     def shape_params(cls, shapes) -> dict:
         out = {}
@@ -151,6 +183,8 @@ class ReviewKDLoss(LossModule):
             out["in_channels"] = channel_list(shapes["feats_s"])
         if "feats_t" in shapes:
             out["out_channels"] = channel_list(shapes["feats_t"])
+        if isinstance(shapes.get("emb_s"), int) and isinstance(shapes.get("emb_t"), int):
+            out["pooled_channels"] = [shapes["emb_s"], shapes["emb_t"]]
         return out
 
     def fuse(self, maps_s: list[Tensor], sizes_t: list) -> list[Tensor]:
@@ -161,9 +195,19 @@ class ReviewKDLoss(LossModule):
         return outputs
 
     @fp32_math
-    def forward(self, feats_s, feats_t) -> Tensor:
-        """Lists (or ordered dicts) of (B, C_l, H_l, W_l) maps, finest first -> 0-dim loss."""
+    def forward(self, feats_s, feats_t, emb_s: Tensor | None = None, emb_t: Tensor | None = None) -> Tensor:
+        """Lists (or ordered dicts) of (B, C_l, H_l, W_l) maps, finest first (+ (B, D) embeddings
+        with ``pooled_level``) -> 0-dim loss."""
         names, maps_s, maps_t = split_feature_pair(self.NAME, feats_s, feats_t)
+        if self.pooled_level:
+            if emb_s is None or emb_t is None:
+                raise ValueError(f"{self.NAME}: inputs 'emb_s' and 'emb_t' are required with pooled_level=True.")
+            if emb_s.dim() != 2 or emb_t.dim() != 2:
+                raise ValueError(f"{self.NAME}: 'emb_s' / 'emb_t' must be (B, D), got {tuple(emb_s.shape)} / "
+                                 f"{tuple(emb_t.shape)}.")
+            names = list(names) + ["pooled"]
+            maps_s = list(maps_s) + [emb_s[:, :, None, None]]
+            maps_t = list(maps_t) + [emb_t[:, :, None, None]]
         if len(maps_s) != len(self.abfs):
             raise ValueError(f"{self.NAME}: got {len(maps_s)} levels but the loss was built for {len(self.abfs)}.")
         for name, s, t, c_in, c_out in zip(names, maps_s, maps_t, self.in_channels, self.out_channels):

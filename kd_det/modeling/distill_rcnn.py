@@ -19,6 +19,8 @@ Per training step (no work done twice):
    ``feats_s/t``   ordered dict level -> (B, C, H, W) over ``KD.FEATURE_LEVELS``
    ``anchors``     dict level -> (H*W*A, 4) student anchors (only if a loss asks)
    ``gt_boxes``    list of (G_i, 4) ground-truth boxes per image (only if a loss asks)
+   ``object_id``   (R,) GT box each RoI is matched to, unique over the batch, -1 = background
+                   (only if a loss asks: DCD / CKD use it to treat RoIs of one object)
    ============== =====================================================================
 
 No method names appear here: adding a loss is a registry entry plus a config.
@@ -30,10 +32,11 @@ import torch
 from detectron2.layers import get_norm
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.roi_heads import StandardROIHeads
+from detectron2.utils.events import get_event_storage
 
 from ..errors import ConfigError
 from ..losses import DistillLoss
-from .teacher import build_teacher
+from .teacher import build_teacher, isolated_rng
 
 __all__ = ["DistillRCNN", "loss_specs"]
 
@@ -48,18 +51,25 @@ def _plain(node):
 
 
 def loss_specs(cfg):
-    """``KD.LOSSES`` / ``LOSS_WEIGHTS`` / ``PARAMS`` / ``INPUTS`` -> DistillLoss specs."""
+    """``KD.LOSSES`` / ``LOSS_WEIGHTS`` / ``LOSS_START_ITERS`` / ``PARAMS`` / ``INPUTS`` -> DistillLoss specs."""
     names = [str(n).lower() for n in cfg.KD.LOSSES]
     weights = list(cfg.KD.LOSS_WEIGHTS) or [1.0] * len(names)
     if len(weights) != len(names):
         raise ConfigError(f"KD.LOSS_WEIGHTS has {len(weights)} entries but KD.LOSSES has {len(names)} "
                           f"({', '.join(names)}); give one weight per loss.")
+    starts = list(cfg.KD.LOSS_START_ITERS) or [0] * len(names)
+    if len(starts) != len(names):
+        raise ConfigError(f"KD.LOSS_START_ITERS has {len(starts)} entries but KD.LOSSES has {len(names)} "
+                          f"({', '.join(names)}); give one start iteration per loss.")
+    for n, it in zip(names, starts):
+        if isinstance(it, bool) or not isinstance(it, int) or it < 0:
+            raise ConfigError(f"KD.LOSS_START_ITERS entry {it!r} (for {n}) must be an int >= 0.")
     for key in ("PARAMS", "INPUTS"):
         extra = sorted(set(cfg.KD[key]) - set(names))
         if extra:
             raise ConfigError(f"KD.{key} has entries {extra} for losses not in KD.LOSSES {names}.")
-    return [{"name": n, "weight": float(w), "params": _plain(cfg.KD.PARAMS.get(n, {})),
-             "inputs": _plain(cfg.KD.INPUTS.get(n, {}))} for n, w in zip(names, weights)]
+    return [{"name": n, "weight": float(w), "start_iter": int(it), "params": _plain(cfg.KD.PARAMS.get(n, {})),
+             "inputs": _plain(cfg.KD.INPUTS.get(n, {}))} for n, w, it in zip(names, weights, starts)]
 
 
 def _convert_batchnorm(module, norm):
@@ -73,6 +83,25 @@ def _convert_batchnorm(module, norm):
                                   "or \"SyncBN\".") from None
         else:
             _convert_batchnorm(child, norm)
+
+
+def _object_ids(proposals, gt, num_classes):
+    """Sampled proposals + GT instances per image -> (R,) int64: the index of the GT box each
+    foreground RoI is matched to, offset so that ids are unique over the batch; -1 for background.
+
+    Detectron2's sampler copies the matched GT box into ``proposal.gt_boxes``; matching it back
+    against the image's GT boxes recovers the index (boxes with identical coordinates share one id).
+    """
+    ids, offset = [], 0
+    for p, g in zip(proposals, gt):
+        obj = torch.full_like(p.gt_classes, -1)
+        fg = p.gt_classes < num_classes
+        if fg.any():
+            same = (p.gt_boxes.tensor[fg, None, :] == g.gt_boxes.tensor[None, :, :]).all(dim=2)   # (F, G)
+            obj[fg] = same.to(torch.uint8).argmax(dim=1) + offset
+        ids.append(obj)
+        offset += len(g)
+    return torch.cat(ids)
 
 
 @META_ARCH_REGISTRY.register()
@@ -101,7 +130,8 @@ class DistillRCNN(GeneralizedRCNN):
                                   f"(it has {', '.join(out)}).")
             shapes[f"feats_{side}"] = [out[lv].channels for lv in self.feature_levels]
         try:
-            self.distill = DistillLoss(loss_specs(cfg), shapes)
+            with isolated_rng():  # drawn after the student: must not shift the loader's / sampler's seeds
+                self.distill = DistillLoss(loss_specs(cfg), shapes)
         except ValueError as e:
             if isinstance(e, ConfigError):
                 raise
@@ -148,11 +178,13 @@ class DistillRCNN(GeneralizedRCNN):
                    "feats_t": OrderedDict((lv, t_features[lv]) for lv in self.feature_levels)}
         if "gt_boxes" in self._needs:
             tensors["gt_boxes"] = [g.gt_boxes.tensor for g in gt]
+        if "object_id" in self._needs:
+            tensors["object_id"] = _object_ids(proposals, gt, rh.num_classes)
         if "anchors" in self._needs:
             pg = self.proposal_generator
             anchors = pg.anchor_generator([features[f] for f in pg.in_features])
             tensors["anchors"] = {lv: a.tensor for lv, a in zip(pg.in_features, anchors)}
-        losses.update(self.distill(**tensors))
+        losses.update(self.distill(iteration=get_event_storage().iter, **tensors))  # iteration: KD.LOSS_START_ITERS
         return losses
 
     @torch.no_grad()

@@ -1,7 +1,12 @@
 """Build and load the frozen teacher from its own config file and its own weights file."""
+import contextlib
 import hashlib
 import logging
 import os
+import random
+
+import numpy as np
+import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
@@ -10,7 +15,7 @@ from .. import REPO_ROOT
 from ..errors import ConfigError
 from ..safe_load import read_detectron2_weights
 
-__all__ = ["build_teacher", "file_sha256", "freeze_", "resolve_path"]
+__all__ = ["build_teacher", "file_sha256", "freeze_", "isolated_rng", "resolve_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +60,42 @@ def _teacher_cfg(cfg):
     return tcfg
 
 
-def _load_checked(model, path, min_fraction):
-    """Load ``path`` into ``model``; refuse if too few of the model's parameters were matched."""
+@contextlib.contextmanager
+def isolated_rng():
+    """Run the body on the current random states and put them back afterwards.
+
+    Python's ``random``, NumPy's global generator, torch's CPU generator and every initialised CUDA
+    generator are saved on entry and restored on exit, so whatever the body draws (a teacher's
+    initialisation before its weights are loaded, the distillation losses' own parameters) leaves the
+    stream of the data loader, the augmentations and the RoI sampling as it was: with one ``SEED`` a
+    plain student run and a distilled run see the same images in the same order (paired seeds).
+    """
+    py, np_state, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(np_state)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def _load_checked(model, path, min_fraction, config_file=""):
+    """Load ``path`` into ``model``; refuse if too few of the model's parameters were matched, or if
+    ``path`` records input settings (a converted backbone) that ``config_file`` disagrees with."""
     if not path:
         raise ConfigError("KD.TEACHER.WEIGHTS is empty; a teacher needs trained weights.")
     if not os.path.isfile(path):
         raise ConfigError(f"KD.TEACHER.WEIGHTS {path} does not exist.")
+    from ..engine.checkpoint import check_required_settings  # lazy: kd_det.engine imports this module
+
+    data = read_detectron2_weights(path, "KD.TEACHER.WEIGHTS")
+    check_required_settings(model, data, path, "KD.TEACHER.WEIGHTS",
+                            f"KD.TEACHER.CONFIG_FILE {config_file}" if config_file else "the teacher config")
     ckpt = DetectionCheckpointer(model)
-    incompatible = ckpt._load_model(read_detectron2_weights(path, "KD.TEACHER.WEIGHTS"))
+    incompatible = ckpt._load_model(data)
     total = len(model.state_dict())
     missed = set(incompatible.missing_keys) | {k for k, *_ in incompatible.incorrect_shapes}
     fraction = 1.0 - len(missed) / max(total, 1)
@@ -82,8 +115,10 @@ def build_teacher(cfg):
         {"config_file", "weights", "sha256", "matched_fraction"}).
     """
     tcfg = _teacher_cfg(cfg)
-    teacher = build_model(tcfg)
-    fraction = _load_checked(teacher, tcfg.MODEL.WEIGHTS, cfg.KD.TEACHER.MIN_MATCHED_FRACTION)
+    with isolated_rng():  # its random init is overwritten by its weights: draw nothing from the global RNGs
+        teacher = build_model(tcfg)
+    fraction = _load_checked(teacher, tcfg.MODEL.WEIGHTS, cfg.KD.TEACHER.MIN_MATCHED_FRACTION,
+                             resolve_path(cfg.KD.TEACHER.CONFIG_FILE))
     freeze_(teacher)
     identity = {"config_file": os.path.abspath(resolve_path(cfg.KD.TEACHER.CONFIG_FILE)),
                 "weights": os.path.abspath(tcfg.MODEL.WEIGHTS), "sha256": file_sha256(tcfg.MODEL.WEIGHTS),

@@ -145,3 +145,82 @@ def test_chain_distilled_student_to_detection_student(tmp_path, train_cls, conve
     source = build_model("resnet18", 2)
     source.load_state_dict(torch.load(out / "model_final.pth", weights_only=False)["model"])
     _check_same_backbone(_detector(18, dst), source, dst)
+
+
+# ---------------------------------------------------------------- recorded input normalisation
+OLD_BGR = ["INPUT.FORMAT", "BGR", "MODEL.PIXEL_MEAN", "[103.53, 116.28, 123.675]", "MODEL.PIXEL_STD", "[1.0, 1.0, 1.0]"]
+
+
+@pytest.mark.parametrize("name", ["faster_rcnn_R_18_FPN_1x.yaml", "faster_rcnn_R_18_FPN_3x.yaml",
+                                  "faster_rcnn_R_34_FPN_1x.yaml", "faster_rcnn_MV2_FPN_1x.yaml"])
+def test_torchvision_student_configs_use_the_converter_normalisation(name):
+    """The students initialised from converted torchvision weights read RGB with torchvision's mean / std."""
+    from kd_det.classification.convert import TORCHVISION_INPUT
+    from kd_det.engine.setup import load_config
+
+    cfg = load_config(os.path.join(REPO, "configs", "COCO-Detection", name))
+    assert cfg.INPUT.FORMAT == TORCHVISION_INPUT["INPUT.FORMAT"]
+    assert list(cfg.MODEL.PIXEL_MEAN) == TORCHVISION_INPUT["MODEL.PIXEL_MEAN"]
+    assert list(cfg.MODEL.PIXEL_STD) == TORCHVISION_INPUT["MODEL.PIXEL_STD"]
+
+
+def _torchvision_file(tmp_path, arch):
+    """A random torchvision ResNet saved as a bare state dict .pth, converted to Detectron2 weights."""
+    import torchvision
+
+    torch.manual_seed(0)
+    torch.save(getattr(torchvision.models, arch)(weights=None).state_dict(), tmp_path / f"{arch}.pth")
+    dst = str(tmp_path / f"{arch}-d2.pkl")
+    convert_checkpoint(str(tmp_path / f"{arch}.pth"), dst)
+    return dst
+
+
+def _coco_model(name, weights, extra=()):
+    from kd_det.engine.setup import load_config
+
+    cfg = load_config(os.path.join(REPO, "configs", "COCO-Detection", name),
+                      ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", weights, *extra])
+    return build_d2_model(cfg)
+
+
+def test_converted_r18_loads_with_the_r18_config_and_is_refused_with_bgr_settings(tmp_path):
+    from kd_det.engine.checkpoint import KDCheckpointer
+    from kd_det.errors import ConfigError
+
+    dst = _torchvision_file(tmp_path, "resnet18")
+    with open(dst, "rb") as f:
+        blob = pickle.load(f)
+    assert blob["required_settings"] == {
+        "INPUT.FORMAT": "RGB", "MODEL.PIXEL_MEAN": [123.675, 116.28, 103.53],
+        "MODEL.PIXEL_STD": [58.395, 57.12, 57.375]}  # BasicBlock: no STRIDE_IN_1X1
+    model = _coco_model("faster_rcnn_R_18_FPN_1x.yaml", dst)
+    KDCheckpointer(model).load(dst)  # (a) the R-18 config as shipped
+    stem = "backbone.bottom_up.stem.conv1.weight"
+    assert torch.equal(model.state_dict()[stem], torch.as_tensor(blob["model"][stem]))
+    bgr = _coco_model("faster_rcnn_R_18_FPN_1x.yaml", dst, OLD_BGR)
+    with pytest.raises(ConfigError) as e:  # (b) Detectron2's BGR / std-1 settings
+        KDCheckpointer(bgr).load(dst)
+    assert str(e.value) == (
+        f"MODEL.WEIGHTS {dst} was converted for INPUT.FORMAT RGB, MODEL.PIXEL_MEAN [123.675, 116.28, 103.53] and "
+        "MODEL.PIXEL_STD [58.395, 57.12, 57.375] but the config has INPUT.FORMAT BGR, MODEL.PIXEL_MEAN "
+        "[103.53, 116.28, 123.675] and MODEL.PIXEL_STD [1, 1, 1]; set INPUT.FORMAT RGB, MODEL.PIXEL_MEAN "
+        "[123.675, 116.28, 103.53] and MODEL.PIXEL_STD [58.395, 57.12, 57.375] (as tools/convert_backbone.py printed).")
+    from kd_det.modeling.teacher import _load_checked  # the teacher loader refuses the same way
+
+    with pytest.raises(ConfigError, match=r"^KD\.TEACHER\.WEIGHTS .* but KD\.TEACHER\.CONFIG_FILE t\.yaml has "
+                                          r"INPUT\.FORMAT BGR"):
+        _load_checked(bgr, dst, 0.0, "t.yaml")
+
+
+def test_converted_r50_is_refused_by_the_stock_bgr_r50_config(tmp_path):
+    """A converted torchvision R-50 used with Detectron2's MSRA settings (BGR, std 1, STRIDE_IN_1X1 True)."""
+    from kd_det.engine.checkpoint import KDCheckpointer
+    from kd_det.errors import ConfigError
+
+    dst = _torchvision_file(tmp_path, "resnet50")
+    with pytest.raises(ConfigError, match=r"^MODEL\.WEIGHTS .*resnet50-d2\.pkl was converted for INPUT\.FORMAT RGB, "
+                                          r".* and MODEL\.RESNETS\.STRIDE_IN_1X1 False but the config has .*"
+                                          r"MODEL\.RESNETS\.STRIDE_IN_1X1 True; set .*\.$"):
+        KDCheckpointer(_coco_model("faster_rcnn_R_50_FPN_1x.yaml", dst)).load(dst)
+    settings = detectron2_settings("resnet", 50)
+    KDCheckpointer(_coco_model("faster_rcnn_R_50_FPN_1x.yaml", dst, settings)).load(dst)  # the printed settings fit

@@ -61,6 +61,54 @@ def test_one_interface(arch):
     assert sizes == sorted(sizes, reverse=True)
 
 
+# Models whose CRD-code stage maps (``stage_feats``) end in a ReLU: there relu(preact) == stage map.
+RELU_ENDED = ("resnet8", "resnet20", "resnet32x4", "resnet50_cifar", "vgg8", "vgg13", "shufflenetv1",
+              "resnet18", "resnet34", "resnet50", "mobilenet_v1")
+
+
+@pytest.mark.parametrize("arch", sorted(MODEL_REGISTRY))
+def test_stage_feats_and_preact_feats(arch):
+    """The maps ReviewKD's reference code distils: CRD's ``is_feat`` stage maps and their
+    pre-activation versions (``preact=True``; mdistiller's ``feats`` / ``preact_feats``)."""
+    model = _model(arch)
+    size = 64 if arch in IMAGENET_ARCHS else 32
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        out = model(x, with_features=True, preact=True)
+        plain = model(x, with_features=True)
+    assert plain["preact_feats"] is None                      # kept only when asked for
+    torch.testing.assert_close(out["logits"], plain["logits"])
+    taps, pres = out["stage_feats"], out["preact_feats"]
+    assert [f.shape[1] for f in taps] == [f.shape[1] for f in pres] == list(model.stage_feat_channels)
+    assert [f.shape for f in taps] == [f.shape for f in pres]
+    if arch in RELU_ENDED:
+        for tap, pre in zip(taps, pres):
+            torch.testing.assert_close(torch.relu(pre), tap)
+            assert (pre < 0).any()                            # really before the ReLU
+        assert all(a is b for a, b in zip(taps, out["feats"]))
+
+
+def test_stage_feats_differ_from_feats_as_in_the_crd_code():
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        wrn = _model("wrn_40_2")
+        out = wrn(x, with_features=True, preact=True)
+        f1, f2, f3 = out["stage_feats"]
+        # CRD WideResNet(is_feat, preact): block outputs; preact = the next BN applied to them
+        torch.testing.assert_close(out["preact_feats"][0], wrn.block2.layer[0].bn1(f1))
+        torch.testing.assert_close(out["preact_feats"][1], wrn.block3.layer[0].bn1(f2))
+        torch.testing.assert_close(out["preact_feats"][2], wrn.bn1(f3))
+        torch.testing.assert_close(out["feats"][2], torch.relu(wrn.bn1(f3)))
+        mv2 = _model("mobilenetv2_cifar")                      # CRD: f1..f4 = blocks 1, 2, 4, 6
+        out = mv2(x, with_features=True, preact=True)
+        assert [f.shape[1] for f in out["stage_feats"]] == [12, 16, 48, 160]
+        assert [f.shape[1] for f in out["feats"]] == [12, 16, 48, 1280]
+        sv2 = _model("shufflenetv2")                           # CRD: f1..f3 = layer1..3
+        out = sv2(x, with_features=True, preact=True)
+        assert [f.shape[1] for f in out["stage_feats"]] == [116, 232, 464]
+        assert [f.shape[1] for f in out["feats"]] == [116, 232, 1024]
+
+
 def test_stage_counts_match_within_every_paper_pair():
     """ReviewKD / MSD pair stages one to one: teacher and student must have as many."""
     path = paper_csv()

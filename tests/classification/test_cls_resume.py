@@ -55,6 +55,7 @@ def test_learning_rate_recipes():
     cifar = load_cls_config(os.path.join(CONFIGS, "cifar100", "resnet32x4-resnet8x4", "kd.yaml"))
     assert [round(lr_at_epoch(cifar, e), 8) for e in (0, 149, 150, 179, 180, 210, 239)] == [
         0.05, 0.05, 0.005, 0.005, 0.0005, 0.00005, 0.00005]
-    imagenet = load_cls_config(os.path.join(CONFIGS, "imagenet", "resnet34-resnet18", "kd.yaml"))
+    # CRD row: Base-ImageNet.yaml's recipe (the KD / DKD / CKD rows use their references' lr 0.2)
+    imagenet = load_cls_config(os.path.join(CONFIGS, "imagenet", "resnet34-resnet18", "crd.yaml"))
     assert [round(lr_at_epoch(imagenet, e), 8) for e in (0, 29, 30, 60, 99)] == [
         0.1, 0.1, 0.01, 0.001, 0.0001]

@@ -77,6 +77,35 @@ def test_teacher_is_frozen_and_outside_the_state_dict():
     assert logits.shape == (4, NUM_CLASSES)
 
 
+def test_reviewkd_gets_the_reference_maps_and_the_pooled_level():
+    """ReviewKD's CIFAR code: student post-activation stage maps, teacher pre-activation maps,
+    plus the pooled embeddings as a last 1x1 level (ABF without residual, HCL at 1x1 only)."""
+    torch.manual_seed(0)
+    student, teacher = build_model("resnet8", NUM_CLASSES), build_model("wrn_16_2", NUM_CLASSES)
+    specs = [{"name": "reviewkd", "weight": 1.0, "params": {"pooled_level": True},
+              "inputs": {"feats_s": "stage_feats_s", "feats_t": "preact_feats_t"}}]
+    criterion = build_distill_loss(specs, student, teacher, num_samples=8, num_classes=NUM_CLASSES)
+    loss = criterion.losses["reviewkd"]
+    assert (loss.in_channels, loss.out_channels) == ([16, 32, 64, 64], [32, 64, 128, 128])
+    assert set(criterion.required_inputs()) == {"stage_feats_s", "preact_feats_t", "emb_s", "emb_t"}
+    distiller = Distiller(student, teacher, criterion).train()
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, NUM_CLASSES, (4,))
+    losses, _ = distiller(x, y)
+    out_s = student(x, with_features=True)
+    with torch.no_grad():
+        out_t = teacher(x, with_features=True, preact=True)
+    want = loss(out_s["stage_feats"], out_t["preact_feats"], out_s["emb"], out_t["emb"])
+    torch.testing.assert_close(losses["loss_reviewkd"], want)
+    post = loss(out_s["stage_feats"], out_t["feats"], out_s["emb"], out_t["emb"])
+    assert abs(post.item() - want.item()) > 1e-4                # the teacher maps are the pre-activation ones
+    with pytest.raises(ValueError, match=r"^reviewkd: inputs 'emb_s' and 'emb_t' are required"):
+        loss(out_s["stage_feats"], out_t["preact_feats"])
+    # the pooled level is the last ABF output, compared with the teacher embedding at 1x1 only
+    preds = loss.fuse(out_s["stage_feats"] + [out_s["emb"][:, :, None, None]],
+                      [t.shape[-2:] for t in out_t["preact_feats"]] + [(1, 1)])
+    assert preds[-1].shape == (4, 128, 1, 1)
+
+
 def test_missing_teacher_weights_is_one_clear_error(tmp_path, tiny_cifar, train_cls, capsys):
     argv = ["--config", os.path.join(PAIR, "kd.yaml"), *tiny_overrides(tiny_cifar, str(tmp_path)),
             "TEACHER.WEIGHTS", str(tmp_path / "missing.pth")]

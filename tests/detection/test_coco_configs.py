@@ -57,3 +57,23 @@ def test_config_builds_and_steps(path, teacher_weights):
         losses = model([{"image": torch.rand(3, 128, 128) * 255, "instances": inst}] * 2)
     for name in cfg.KD.LOSSES:
         assert torch.isfinite(losses[f"loss_{name}"]), name
+
+
+@pytest.mark.parametrize("pair", ["R101-R18", "R101-R50", "R50-MV2"])
+def test_fgfi_rows_follow_the_authors_code(pair):
+    """twangnh/Distilling-Object-Detectors trainval_net_sup.py: imitation weight 0.01, no imitation for the first
+    400 iterations at batch 1 (= 400 images = 50 iterations at batch 8), adapter init std 1e-4."""
+    cfg = load_config(os.path.join(REPO, f"configs/COCO-Detection/distill/{pair}/fgfi.yaml"))
+    assert list(cfg.KD.LOSSES) == ["fgfi"] and list(cfg.KD.LOSS_WEIGHTS) == [0.01]
+    assert list(cfg.KD.LOSS_START_ITERS) == [50] and 50 * cfg.SOLVER.IMS_PER_BATCH == 400 * 1
+    assert cfg.KD.PARAMS.fgfi.adapter_std == 1e-4 and cfg.KD.PARAMS.fgfi.psi == 0.5
+
+
+def test_mv2_fpn_trains_every_backbone_stage():
+    """FREEZE_AT 0 as mdistiller detection/configs/DKD/DKD-MV2-R50.yaml and ReviewKD
+    Detection/configs/ReviewKD-MV2-R50.yaml: no MobileNetV2 weight is frozen (BN stays FrozenBN)."""
+    cfg = load_config(os.path.join(REPO, "configs/COCO-Detection/faster_rcnn_MV2_FPN_1x.yaml"), CPU)
+    assert cfg.MODEL.BACKBONE.FREEZE_AT == 0
+    bottom_up = build_model(cfg).backbone.bottom_up
+    frozen = [n for n, p in bottom_up.named_parameters() if not p.requires_grad]
+    assert not frozen and any(True for _ in bottom_up.parameters())

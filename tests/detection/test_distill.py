@@ -211,3 +211,64 @@ def test_checkpoint_records_teacher_and_refuses_another(teacher_files, tmp_path)
     (tmp_path / "model_0000009.pth").write_bytes(b"truncated")
     with pytest.raises(UserError, match=r"Checkpoint .*model_0000009\.pth is truncated or not a torch checkpoint"):
         KDCheckpointer(model, save_dir=str(tmp_path)).resume_or_load("", resume=True)
+
+
+def test_object_id_is_the_matched_gt_box(teacher_files):
+    """DCD / CKD get object_id: the GT box each sampled RoI was matched to (unique over the batch), -1 = background."""
+    from detectron2.config import CfgNode
+    from detectron2.structures import pairwise_iou
+
+    cfg = distill_cfg(teacher_files, ["ckd"])
+    cfg.defrost()
+    cfg.KD.PARAMS.ckd = CfgNode({"same_object": "exclude"})
+    model = build_model(cfg).train()
+    seen = {}
+    model.distill.losses["ckd"].register_forward_pre_hook(lambda m, a, kw: seen.update(kw) and None, with_kwargs=True)
+    model.roi_heads.box_pooler.register_forward_hook(lambda m, i, o: seen.update(boxes=i[1]) and None)
+    data = batch()
+    with EventStorage():
+        model(data)
+    ids, offset = seen["object_id"], 0
+    assert ids.shape == (sum(len(b) for b in seen["boxes"]),) and ids.dtype == torch.int64
+    for boxes, x in zip(seen["boxes"], data):
+        part, ids = ids[:len(boxes)], ids[len(boxes):]
+        gt = x["instances"].gt_boxes
+        iou = pairwise_iou(boxes, gt)                                          # (R_i, G_i)
+        fg = iou.max(dim=1).values >= 0.5                                      # ROI_HEADS.IOU_THRESHOLDS [0.5]
+        assert torch.equal(part >= 0, fg)
+        assert torch.equal(part[fg], iou[fg].argmax(dim=1) + offset)
+        offset += len(gt)
+    assert offset == 4 and (seen["object_id"] >= 0).any()
+
+
+def test_loss_start_iters_delay_a_term_until_its_iteration(teacher_files):
+    """KD.LOSS_START_ITERS: the term is 0 before its iteration (EventStorage.iter), weighted from it on."""
+    cfg = distill_cfg(teacher_files, ["fitnet", "kd"], [0.5, 1.0], extra=["KD.LOSS_START_ITERS", "[3, 0]"])
+    model = build_model(cfg).train()
+    assert model.distill.start_iters == {"fitnet": 3, "kd": 0}
+    values = {}
+    for it in (0, 2, 3):
+        torch.manual_seed(0)
+        with EventStorage(it):
+            out = model(batch())
+        values[it] = (out["loss_fitnet"].item(), out["loss_kd"].item())
+        if it == 0:
+            out["loss_fitnet"].backward()
+            assert all(p.grad is not None and p.grad.abs().sum() == 0 for p in model.distill.losses["fitnet"].parameters())
+            model.zero_grad()
+    assert values[0][0] == 0.0 and values[2][0] == 0.0 and values[3][0] > 0
+    assert values[0][1] > 0 and values[0][1] == pytest.approx(values[3][1])  # kd is not delayed
+    torch.manual_seed(0)
+    with EventStorage(3):  # from its start the term equals the undelayed weighted term
+        plain = build_model(distill_cfg(teacher_files, ["fitnet", "kd"], [0.5, 1.0]))
+        plain.load_state_dict(model.state_dict())
+        assert plain.train()(batch())["loss_fitnet"].item() == pytest.approx(values[3][0], rel=1e-5)
+
+
+def test_bad_loss_start_iters(teacher_files):
+    _error(teacher_files, r"^KD\.LOSS_START_ITERS has 1 entries but KD\.LOSSES has 2 \(kd, dkd\); give one start "
+                          r"iteration per loss\.$", losses=["kd", "dkd"], extra=["KD.LOSS_START_ITERS", "[5]"])
+    _error(teacher_files, r"^KD\.LOSS_START_ITERS entry -1 \(for kd\) must be an int >= 0\.$",
+           extra=["KD.LOSS_START_ITERS", "[-1]"])
+    _error(teacher_files, r"^KD\.LOSS_START_ITERS entry 2\.5 \(for kd\) must be an int >= 0\.$",
+           extra=["KD.LOSS_START_ITERS", "[2.5]"])

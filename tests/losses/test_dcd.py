@@ -54,11 +54,13 @@ def test_dcd_code_direction_matches_public_formula(emb):
     assert dcd_loss(s, t, 2.0, 0.5, kl_direction="paper").item() != pytest.approx(public.item(), rel=1e-4)
 
 
-def test_dcd_default_direction_is_paper(emb):
+def test_dcd_default_direction_is_public_code(emb):
+    """The tables came from the public code: its KL(p^T || p^S) is the default, the paper's Eq. 6 an option."""
     s, t = emb
-    assert DCDLoss(6, 6).kl_direction == "student_teacher"
+    assert DCDLoss(6, 6).kl_direction == "teacher_student"
     default = dcd_loss(s, t, 2.0, 0.5)
-    assert default.item() == pytest.approx(dcd_loss(s, t, 2.0, 0.5, kl_direction="student_teacher").item())
+    assert default.item() == pytest.approx(dcd_loss(s, t, 2.0, 0.5, kl_direction="teacher_student").item())
+    assert default.item() != pytest.approx(dcd_loss(s, t, 2.0, 0.5, kl_direction="student_teacher").item(), rel=1e-4)
 
 
 @pytest.mark.parametrize("clamp,tau", [("scale", 1.0), ("scale", 3.0), ("tau", 3.0), ("tau", -0.5)])

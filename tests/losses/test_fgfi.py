@@ -139,3 +139,26 @@ def test_fgfi_no_gt_returns_connected_zero(scene):
     value.backward()
     assert value.item() == 0.0 and fs[0].grad is not None and fs[0].grad.abs().sum() == 0
     assert loss.adapters[0].weight.grad is not None
+
+
+def test_fgfi_adapter_init_follows_the_authors_code():
+    """Adapter weights ~ N(0, std 1e-4) kept within +-2 std (twangnh/Distilling-Object-Detectors,
+    trainval_net_sup.py normal_init(..., 0, 0.0001, truncated=True)); the bias keeps PyTorch's default."""
+    torch.manual_seed(0)
+    loss = FGFILoss([64, 64], [128, 128])
+    for adapter in loss.adapters:
+        w = adapter.weight.detach()
+        assert w.abs().max().item() <= 2e-4 + 1e-12
+        assert 0.85e-4 < w.std().item() < 0.91e-4  # std of N(0, 1) truncated at +-2: 0.880
+        assert abs(w.mean().item()) < 2e-6
+        bound = 1.0 / (64 * 9) ** 0.5  # PyTorch's default conv bias init U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        assert adapter.bias.abs().max().item() <= bound and adapter.bias.abs().max().item() > bound / 2
+    torch.manual_seed(0)
+    default = FGFILoss([64], [128], adapter_std=None)
+    assert default.adapters[0].weight.abs().max().item() > 1e-2  # PyTorch's default kaiming-uniform init
+
+
+@pytest.mark.parametrize("value", [0, -1e-4, float("nan"), "1e-4"])
+def test_fgfi_bad_adapter_std_is_one_sentence(value):
+    with pytest.raises(ValueError, match=r"^fgfi: parameter 'adapter_std' must be a finite number > 0, got .*\.$"):
+        FGFILoss([2], [2], adapter_std=value)

@@ -86,6 +86,15 @@ def test_msd_projector_maps_to_teacher_channels_and_attends():
     assert isinstance(loss.projectors[0].attention[-1], torch.nn.Sigmoid)
 
 
+@pytest.mark.parametrize("c_s,c_t,count", [(64, 64, 41281), (256, 256, 656641), (128, 256, 312321),
+                                             (464, 256, 1286049)])
+def test_msd_projector_parameter_count_is_the_papers(c_s, c_t, count):
+    """MSD paper, Table 7 (single-level extra parameters): ResNet110->ResNet32, ResNet32x4->
+    ResNet8x4, ->WRN-40-2 and ->ShuffleNetV2 (its ShuffleNetV1 entry fits no channel count)."""
+    loss = MSDLoss([c_s], [c_t])
+    assert sum(p.numel() for p in loss.parameters()) == count
+
+
 def test_msd_without_classification_needs_no_classifier():
     fs, ft, clf = _setup()
     with_labels = MSDLoss([4, 6], [5, 7])

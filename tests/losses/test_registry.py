@@ -10,7 +10,7 @@ from loss_cases import make_case
 from kd_det.losses import LOSS_REGISTRY, DistillLoss, build_loss, ckd_loss, kd_loss
 
 VOCABULARY = {"logits_s", "logits_t", "target", "emb_s", "emb_t", "feats_s", "feats_t", "index",
-              "contrast_index", "teacher_classifier", "anchors", "gt_boxes"}
+              "contrast_index", "teacher_classifier", "anchors", "gt_boxes", "object_id"}
 
 
 def test_registry_names():
@@ -189,3 +189,36 @@ def _init_params(module):
     if name == "reviewkd":
         params["mid_channels"] = 2
     return params
+
+
+# ----------------------------------------------------------------------------- start_iter (per-term delay)
+def test_distill_loss_start_iter_zero_before_weighted_after():
+    """Before start_iter the term is computed times 0 (its parameters still get gradients); from it on, weighted."""
+    fs, ft = [torch.randn(2, 3, 4, 4)], [torch.randn(2, 5, 4, 4)]
+    s, t = _logits()
+    loss = DistillLoss([{"name": "fitnet", "weight": 0.5, "start_iter": 3}, {"name": "kd", "weight": 2.0}],
+                       {"feats_s": [3], "feats_t": [5]})
+    assert loss.start_iters == {"fitnet": 3, "kd": 0}
+    ref = 0.5 * loss.losses["fitnet"](fs, ft).item()
+    for it in (0, 2):
+        out = loss(iteration=it, feats_s=fs, feats_t=ft, logits_s=s, logits_t=t)
+        assert out["loss_fitnet"].item() == 0.0
+        assert out["loss_kd"].item() == pytest.approx(2.0 * kd_loss(s, t, 4.0).item(), rel=1e-6)  # no delay
+        out["loss_fitnet"].backward()
+        grad = loss.losses["fitnet"].adapters[0].weight.grad
+        assert grad is not None and grad.abs().sum() == 0  # DDP sees the parameter used
+        loss.zero_grad()
+    for it in (3, 100):
+        out = loss(iteration=it, feats_s=fs, feats_t=ft, logits_s=s, logits_t=t)
+        assert out["loss_fitnet"].item() == pytest.approx(ref, rel=1e-6) and ref > 0
+    with pytest.raises(ValueError, match=r"^DistillLoss: loss 'fitnet' has start_iter 3, so forward\(\) needs the "
+                                         r"current training iteration \(iteration=\.\.\.\)\.$"):
+        loss(feats_s=fs, feats_t=ft, logits_s=s, logits_t=t)
+    assert DistillLoss([{"name": "kd", "start_iter": 0}])(logits_s=s, logits_t=t)["loss_kd"].item() > 0  # no iteration needed
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, True, "10", None])
+def test_distill_loss_bad_start_iter_is_one_sentence(value):
+    with pytest.raises(ValueError, match=r"^kd: spec key 'start_iter' must be an int >= 0 \(the first iteration the "
+                                         r"term counts\), got .*\.$"):
+        DistillLoss([{"name": "kd", "start_iter": value}])

@@ -5,14 +5,24 @@ import os
 DET_LOSSES = ("loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc")
 
 
+def run_info(path, task, world_size, images_per_process, seed=None):
+    """``run_info.json`` as train_net.py / train_cls.py write it (one launch)."""
+    from kd_det.evaluation.runs import write_run_info
+
+    return write_run_info(path, {"task": task, "world_size": world_size, "images_per_process": images_per_process,
+                                 "seed": seed})
+
+
 def det_run(path, method, teacher, student, ap, dataset="coco_2017_val", max_iter=40, evaluated=True,
-            kd_losses=(), categories=("person", "car")):
+            kd_losses=(), categories=("person", "car"), seed=None, scale=None):
     """A detection OUTPUT_DIR: config.yaml (kd_det get_cfg dump), metrics.json, evaluation.json.
 
     Args:
         ap: the run's AP; AP50 / AP75 / APs / APm / APl and per-category APs are derived from it.
         evaluated: write evaluation.json and the evaluation line of metrics.json.
         kd_losses: distillation terms logged as "loss_<name>" in metrics.json.
+        seed: the config's SEED (default: get_cfg's -1, a random seed).
+        scale: (world size, images per process) to record in run_info.json (default: none written).
     """
     from kd_det.config import get_cfg
 
@@ -23,6 +33,10 @@ def det_run(path, method, teacher, student, ap, dataset="coco_2017_val", max_ite
     cfg.DATASETS.TEST = (dataset,)
     cfg.SOLVER.MAX_ITER = max_iter
     cfg.OUTPUT_DIR = path
+    if seed is not None:
+        cfg.SEED = seed
+    if scale:
+        run_info(path, "detection", *scale, seed=cfg.SEED)
     with open(os.path.join(path, "config.yaml"), "w") as f:
         f.write(cfg.dump())
     bbox = {"AP": ap, "AP50": ap + 20.0, "AP75": ap + 3.0, "APs": ap - 15.0, "APm": ap + 1.0, "APl": float("nan")}
@@ -44,11 +58,14 @@ def det_run(path, method, teacher, student, ap, dataset="coco_2017_val", max_ite
     return path
 
 
-def cls_run(path, method, teacher, student, top1, epochs=3, done=None, dataset="cifar100", kd_losses=()):
+def cls_run(path, method, teacher, student, top1, epochs=3, done=None, dataset="cifar100", kd_losses=(), seed=None,
+            scale=None):
     """A classification OUTPUT_DIR: config.yaml (get_cls_cfg dump) and metrics.json (one record per epoch).
 
     Args:
         done: epochs actually trained (default: all of them).
+        seed: the config's SEED (default: get_cls_cfg's 0).
+        scale: (world size, images per process) to record in run_info.json (default: none written).
     """
     from kd_det.classification.config import get_cls_cfg
 
@@ -58,6 +75,10 @@ def cls_run(path, method, teacher, student, top1, epochs=3, done=None, dataset="
     cfg.MODEL.ARCH = student if method != "teacher" else teacher
     cfg.SOLVER.EPOCHS = epochs
     cfg.OUTPUT_DIR = path
+    if seed is not None:
+        cfg.SEED = seed
+    if scale:
+        run_info(path, "classification", *scale, seed=cfg.SEED)
     with open(os.path.join(path, "config.yaml"), "w") as f:
         f.write(cfg.dump())
     with open(os.path.join(path, "metrics.json"), "w") as f:

@@ -1,7 +1,7 @@
 """Classification model zoo behind one interface (:class:`ClsNet`).
 
 ``build_model(arch, num_classes)`` builds any registered architecture; ``CSV_ARCH`` maps
-the model names used in ``paper_results_classification.csv`` to registered names.
+the model names used in ``kd_det/data/paper_results.csv`` to registered names.
 """
 from typing import Callable, Dict
 
@@ -44,7 +44,6 @@ CSV_ARCH: Dict[tuple, str] = {
     ("imagenet", "ResNet-34"): "resnet34",
     ("imagenet", "ResNet-50"): "resnet50",
     ("imagenet", "MobileNetV2"): "mobilenet_v2",
-    ("imagenet", "MobileNet"): "mobilenet_v1",
 }
 
 

@@ -1,12 +1,11 @@
 """Mobile students of the CRD CIFAR zoo: ``mobilenetv2_cifar`` (CRD's ``mobile_half``:
 MobileNetV2, expansion 6, width 0.5), ``shufflenetv1`` (g=3) and ``shufflenetv2`` (1x)."""
-from typing import List
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import ClsNet
+from .base import ClsNet, run_stage
 
 __all__ = ["MobileNetV2Cifar", "ShuffleNetV1", "ShuffleNetV2", "mobilenetv2_cifar",
            "shufflenetv1", "shufflenetv2"]
@@ -55,8 +54,9 @@ class MobileNetV2Cifar(ClsNet):
         self.last_channel = int(1280 * width_mult) if width_mult > 1.0 else 1280
         self.conv2 = _conv_bn(inp, self.last_channel, 1, 1)
         self.classifier = nn.Sequential(nn.Linear(self.last_channel, num_classes))
-        w = [int(c * width_mult) for c in (24, 32, 96)]
+        w = [int(c * width_mult) for c in (24, 32, 96, 320)]
         self.stage_channels = (w[0], w[1], w[2], self.last_channel)
+        self._stage_feat_channels = tuple(w)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
@@ -68,15 +68,18 @@ class MobileNetV2Cifar(ClsNet):
                 m.weight.data.normal_(0, 0.01)
                 m.bias.data.zero_()
 
-    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward_taps(self, x: torch.Tensor, preact: bool = False):
+        """feats: groups 1, 2, 4 and the 1x1 ``conv2`` (pooled into the embedding).
+        stage_feats (CRD's MobileNetV2): groups 1, 2, 4 and 6. These inverted-residual outputs
+        end in BN (no activation), so they are their own pre-activation maps."""
         out = self.conv1(x)
-        feats = []
+        taps = []
         for i, block in enumerate(self.blocks):
             out = block(out)
-            if i in (1, 2, 4):
-                feats.append(out)
-        feats.append(self.conv2(out))
-        return feats
+            if i in (1, 2, 4, 6):
+                taps.append(out)
+        feats = taps[:3] + [self.conv2(out)]
+        return {"feats": feats, "stage_feats": taps, "preact_feats": taps if preact else None}
 
     def get_classifier(self) -> nn.Module:
         return self.classifier
@@ -104,11 +107,16 @@ class ShuffleBottleneck(nn.Module):
         self.shortcut = nn.Sequential(nn.AvgPool2d(3, 2, 1)) if stride == 2 else nn.Sequential()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_preact(x)[0]
+
+    def forward_preact(self, x: torch.Tensor):
+        """(output, the concatenation / sum before the final ReLU)."""
         out = _channel_shuffle(F.relu(self.bn1(self.conv1(x))), self.g)
         out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         res = self.shortcut(x)
-        return F.relu(torch.cat([out, res], 1) if self.stride == 2 else out + res)
+        pre = torch.cat([out, res], 1) if self.stride == 2 else out + res
+        return F.relu(pre), pre
 
 
 class ShuffleNetV1(ClsNet):
@@ -135,10 +143,15 @@ class ShuffleNetV1(ClsNet):
             self.in_planes = out_planes
         return nn.Sequential(*layers)
 
-    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
-        f1 = self.layer1(F.relu(self.bn1(self.conv1(x))))
-        f2 = self.layer2(f1)
-        return [f1, f2, self.layer3(f2)]
+    def forward_taps(self, x: torch.Tensor, preact: bool = False):
+        """Stages ``layer1..3``; pre-activation = the last unit's output before its ReLU (CRD)."""
+        out = F.relu(self.bn1(self.conv1(x)))
+        feats, pres = [], []
+        for layer in (self.layer1, self.layer2, self.layer3):
+            out, pre = run_stage(layer, out, preact)
+            feats.append(out)
+            pres.append(pre)
+        return {"feats": feats, "stage_feats": feats, "preact_feats": pres if preact else None}
 
     def get_classifier(self) -> nn.Module:
         return self.linear
@@ -158,12 +171,17 @@ class ShuffleV2Basic(nn.Module):
         self.bn3 = nn.BatchNorm2d(c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_preact(x)[0]
+
+    def forward_preact(self, x: torch.Tensor):
+        """(output, ``cat([x1, bn3(conv3(.))])`` before the ReLU and the channel shuffle, as the
+        CRD / mdistiller ShuffleNetV2 returns it)."""
         c = x.shape[1] // 2
         x1, x2 = x[:, :c], x[:, c:]
         out = F.relu(self.bn1(self.conv1(x2)))
         out = self.bn2(self.conv2(out))
-        out = F.relu(self.bn3(self.conv3(out)))
-        return _channel_shuffle(torch.cat([x1, out], 1), 2)
+        pre = self.bn3(self.conv3(out))
+        return _channel_shuffle(torch.cat([x1, F.relu(pre)], 1), 2), torch.cat([x1, pre], 1)
 
 
 class ShuffleV2Down(nn.Module):
@@ -210,6 +228,7 @@ class ShuffleNetV2(ClsNet):
         self.bn2 = nn.BatchNorm2d(out_channels[3])
         self.linear = nn.Linear(out_channels[3], num_classes)
         self.stage_channels = (out_channels[0], out_channels[1], out_channels[3])
+        self._stage_feat_channels = tuple(out_channels[:3])
 
     def _make_layer(self, out_channels: int, blocks: int) -> nn.Sequential:
         layers = [ShuffleV2Down(self.in_channels, out_channels)]
@@ -217,11 +236,18 @@ class ShuffleNetV2(ClsNet):
         self.in_channels = out_channels
         return nn.Sequential(*layers)
 
-    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
-        f1 = self.layer1(F.relu(self.bn1(self.conv1(x))))
-        f2 = self.layer2(f1)
-        f3 = F.relu(self.bn2(self.conv2(self.layer3(f2))))
-        return [f1, f2, f3]
+    def forward_taps(self, x: torch.Tensor, preact: bool = False):
+        """feats: ``layer1``, ``layer2`` and ReLU(BN(conv2(layer3))) (pooled into the embedding).
+        stage_feats (CRD's ShuffleNetV2): ``layer1..3``; pre-activation as the last unit's
+        ``forward_preact``."""
+        out = F.relu(self.bn1(self.conv1(x)))
+        taps, pres = [], []
+        for layer in (self.layer1, self.layer2, self.layer3):
+            out, pre = run_stage(layer, out, preact)
+            taps.append(out)
+            pres.append(pre)
+        f3 = F.relu(self.bn2(self.conv2(out)))
+        return {"feats": [taps[0], taps[1], f3], "stage_feats": taps, "preact_feats": pres if preact else None}
 
     def get_classifier(self) -> nn.Module:
         return self.linear

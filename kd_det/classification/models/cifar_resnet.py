@@ -4,13 +4,13 @@
 Parameter names follow the CRD (RepDistiller) code, so its published teacher checkpoints
 load with ``strict=True``.
 """
-from typing import List, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import ClsNet
+from .base import ClsNet, run_stage
 
 __all__ = ["CifarResNet", "CifarResNetV2", "resnet8", "resnet14", "resnet20", "resnet32",
            "resnet44", "resnet56", "resnet110", "resnet8x4", "resnet32x4", "resnet50_cifar"]
@@ -42,10 +42,15 @@ class BasicBlock(nn.Module):
                 nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_preact(x)[0]
+
+    def forward_preact(self, x: torch.Tensor):
+        """(output, the sum before the final ReLU)."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         identity = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + identity)
+        pre = out + identity
+        return F.relu(pre), pre
 
 
 class CifarResNet(ClsNet):
@@ -80,11 +85,15 @@ class CifarResNet(ClsNet):
             self.inplanes = planes
         return nn.Sequential(*layers)
 
-    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward_taps(self, x: torch.Tensor, preact: bool = False):
+        """Stages ``layer1..3``; pre-activation = the last block's sum before its ReLU (CRD)."""
         x = self.relu(self.bn1(self.conv1(x)))
-        f1 = self.layer1(x)
-        f2 = self.layer2(f1)
-        return [f1, f2, self.layer3(f2)]
+        feats, pres = [], []
+        for layer in (self.layer1, self.layer2, self.layer3):
+            x, pre = run_stage(layer, x, preact)
+            feats.append(x)
+            pres.append(pre)
+        return {"feats": feats, "stage_feats": feats, "preact_feats": pres if preact else None}
 
     def get_classifier(self) -> nn.Module:
         return self.fc
@@ -110,10 +119,15 @@ class Bottleneck(nn.Module):
                 nn.BatchNorm2d(self.expansion * planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_preact(x)[0]
+
+    def forward_preact(self, x: torch.Tensor):
+        """(output, the sum before the final ReLU)."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return F.relu(out + self.shortcut(x))
+        pre = out + self.shortcut(x)
+        return F.relu(pre), pre
 
 
 class CifarResNetV2(ClsNet):
@@ -139,13 +153,15 @@ class CifarResNetV2(ClsNet):
             self.in_planes = planes * Bottleneck.expansion
         return nn.Sequential(*layers)
 
-    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward_taps(self, x: torch.Tensor, preact: bool = False):
+        """Stages ``layer1..4``; pre-activation = the last block's sum before its ReLU (CRD)."""
         out = F.relu(self.bn1(self.conv1(x)))
-        feats = []
+        feats, pres = [], []
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            out = layer(out)
+            out, pre = run_stage(layer, out, preact)
             feats.append(out)
-        return feats
+            pres.append(pre)
+        return {"feats": feats, "stage_feats": feats, "preact_feats": pres if preact else None}
 
     def get_classifier(self) -> nn.Module:
         return self.linear

@@ -1,14 +1,14 @@
 """ImageNet models: torchvision ResNet-18/34/50 and MobileNetV2 (same parameter names as
-torchvision, so torchvision checkpoints load and ``convert_backbone`` reads either), plus the
-MobileNet (V1) student of the ResNet-50 -> MobileNet rows."""
-from typing import List
+torchvision, so torchvision checkpoints load and ``convert_backbone`` reads either), plus a
+MobileNet (V1). The ResNet-50 -> MobileNet rows of the DCD paper use MobileNetV2 (its v2,
+Table 3, and its code's ImageNet zoo); no table row uses the V1."""
 
 import torch
 from torch import nn
 from torchvision.models import mobilenet as tv_mobilenet
 from torchvision.models import resnet as tv_resnet
 
-from .base import ClsNet
+from .base import ClsNet, run_stage
 
 __all__ = ["TVResNet", "TVMobileNetV2", "MobileNetV1", "resnet18", "resnet34", "resnet50",
            "mobilenet_v2", "mobilenet_v1"]
@@ -22,13 +22,16 @@ class TVResNet(ClsNet, tv_resnet.ResNet):
         w = 4 if block is tv_resnet.Bottleneck else 1
         self.stage_channels = (64 * w, 128 * w, 256 * w, 512 * w)
 
-    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward_taps(self, x: torch.Tensor, preact: bool = False):
+        """Stages ``layer1..4``; pre-activation = the last block's sum before its ReLU
+        (mdistiller's ImageNet ResNet ``preact_feats``)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        feats = []
+        feats, pres = [], []
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = layer(x)
+            x, pre = run_stage(layer, x, preact, _tv_block_preact)
             feats.append(x)
-        return feats
+            pres.append(pre)
+        return {"feats": feats, "stage_feats": feats, "preact_feats": pres if preact else None}
 
     def get_classifier(self) -> nn.Module:
         return self.fc
@@ -46,18 +49,40 @@ class TVMobileNetV2(ClsNet, tv_mobilenet.MobileNetV2):
         self.stage_channels = tuple(
             _out_channels(self.features[i]) for i in self.STAGE_ENDS)
 
-    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
-        feats = []
+    def forward_taps(self, x: torch.Tensor, preact: bool = False):
+        """Stage ends 3, 6, 13 are inverted-residual outputs (no activation: their own
+        pre-activation); stage end 18 is conv-BN-ReLU6, whose pre-activation is the BN output."""
+        feats, pres = [], []
+        last = len(self.features) - 1
         for i, layer in enumerate(self.features):
-            x = layer(x)
+            if preact and i == last:
+                pre = layer[1](layer[0](x))
+                x = nn.functional.relu6(pre)  # not layer[2]: it is in-place
+            else:
+                x = layer(x)
+                pre = x
             if i in self.STAGE_ENDS:
                 feats.append(x)
-        return feats
+                pres.append(pre)
+        return {"feats": feats, "stage_feats": feats, "preact_feats": pres if preact else None}
 
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
     forward = ClsNet.forward
+
+
+def _tv_block_preact(block: nn.Module, x: torch.Tensor):
+    """(output, sum before the final ReLU) of a torchvision BasicBlock / Bottleneck."""
+    identity = x if block.downsample is None else block.downsample(x)
+    out = block.relu(block.bn1(block.conv1(x)))
+    if isinstance(block, tv_resnet.Bottleneck):
+        out = block.relu(block.bn2(block.conv2(out)))
+        out = block.bn3(block.conv3(out))
+    else:
+        out = block.bn2(block.conv2(out))
+    pre = out + identity
+    return torch.relu(pre), pre
 
 
 def _out_channels(module: nn.Module) -> int:
@@ -78,7 +103,7 @@ def _conv_dw(inp: int, oup: int, stride: int) -> nn.Sequential:
 
 
 class MobileNetV1(ClsNet):
-    """MobileNet (V1, width 1.0) as used by CRD/DKD/DCD for ImageNet; 4.2 M parameters.
+    """MobileNet (V1, width 1.0), the ImageNet student of mdistiller's r50_mv1 configs; 4.2 M parameters.
 
     Stages end at ``model.3/5/11/13`` (strides 4, 8, 16, 32).
     """
@@ -93,13 +118,19 @@ class MobileNetV1(ClsNet):
         self.fc = nn.Linear(1024, num_classes)
         self.stage_channels = (128, 256, 512, 1024)
 
-    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
-        feats = []
+    def forward_taps(self, x: torch.Tensor, preact: bool = False):
+        """Stage ends are depthwise-separable blocks ending in ReLU; pre-activation = before it."""
+        feats, pres = [], []
         for i, layer in enumerate(self.model):
-            x = layer(x)
+            if preact and i in self.STAGE_ENDS:
+                pre = layer[:-1](x)
+                x = torch.relu(pre)
+                pres.append(pre)
+            else:
+                x = layer(x)
             if i in self.STAGE_ENDS:
                 feats.append(x)
-        return feats
+        return {"feats": feats, "stage_feats": feats, "preact_feats": pres if preact else None}
 
     def get_classifier(self) -> nn.Module:
         return self.fc

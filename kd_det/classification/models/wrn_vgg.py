@@ -1,6 +1,6 @@
 """Wide ResNets (``wrn_16_1`` ... ``wrn_40_2``) and BN-VGGs (``vgg8``, ``vgg13``) of the CRD
 CIFAR zoo, with CRD's parameter names."""
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -26,8 +26,10 @@ class WideBasic(nn.Module):
         self.convShortcut = None if self.equal_in_out else nn.Conv2d(
             in_planes, out_planes, 1, stride, 0, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        act = self.relu1(self.bn1(x))
+    def forward(self, x: torch.Tensor, bn_x: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``bn_x``: ``self.bn1(x)`` when the caller computed it already (WRN's pre-activation
+        tap of the previous stage), so batch norm runs once."""
+        act = self.relu1(self.bn1(x)) if bn_x is None else F.relu(bn_x)
         out = self.conv2(self.relu2(self.bn2(self.conv1(act))))
         shortcut = x if self.equal_in_out else self.convShortcut(act)
         return shortcut + out
@@ -40,8 +42,11 @@ class NetworkBlock(nn.Module):
             WideBasic(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1)
             for i in range(n)])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x)
+    def forward(self, x: torch.Tensor, bn_x: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = self.layer[0](x, bn_x)
+        for block in self.layer[1:]:
+            x = block(x)
+        return x
 
 
 class WideResNet(ClsNet):
@@ -60,7 +65,7 @@ class WideResNet(ClsNet):
         self.bn1 = nn.BatchNorm2d(ch[3])
         self.relu = nn.ReLU(inplace=True)
         self.fc = nn.Linear(ch[3], num_classes)
-        self.stage_channels = tuple(ch[1:])
+        self.stage_channels = tuple(ch[1:])  # stage_feats: the same channels
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -70,11 +75,20 @@ class WideResNet(ClsNet):
             elif isinstance(m, nn.Linear):
                 m.bias.data.zero_()
 
-    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward_taps(self, x: torch.Tensor, preact: bool = False):
+        """feats: block1, block2 outputs and BN-ReLU(block3 output) (pooled into the embedding).
+        stage_feats (CRD's WRN): the three block outputs. preact_feats (CRD's ``preact=True``):
+        each block output through the BN that the next ReLU follows (the first BN of the next
+        block; ``bn1`` for the last), computed once and reused by that block."""
         f1 = self.block1(self.conv1(x))
-        f2 = self.block2(f1)
-        f3 = self.relu(self.bn1(self.block3(f2)))
-        return [f1, f2, f3]
+        p1 = self.block2.layer[0].bn1(f1)
+        f2 = self.block2(f1, p1)
+        p2 = self.block3.layer[0].bn1(f2)
+        f3_raw = self.block3(f2, p2)
+        p3 = self.bn1(f3_raw)
+        f3 = F.relu(p3)
+        return {"feats": [f1, f2, f3], "stage_feats": [f1, f2, f3_raw],
+                "preact_feats": [p1, p2, p3] if preact else None}
 
     def get_classifier(self) -> nn.Module:
         return self.fc
@@ -138,16 +152,20 @@ class VGG(ClsNet):
             in_channels = v
         return nn.Sequential(*layers[:-1])  # the block's last ReLU is applied in forward
 
-    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward_taps(self, x: torch.Tensor, preact: bool = False):
+        """Stages: blocks 1-4 after their ReLU; pre-activation = before it (CRD)."""
         h = x.shape[2]
         x = self.pool(F.relu(self.block0(x)))
-        f1 = F.relu(self.block1(x))
-        f2 = F.relu(self.block2(self.pool(f1)))
-        x = self.pool(f2)
-        f3 = F.relu(self.block3(x))
-        x = self.pool(f3) if h == 64 else f3
-        f4 = F.relu(self.block4(x))
-        return [f1, f2, f3, f4]
+        p1 = self.block1(x)
+        f1 = F.relu(p1)
+        p2 = self.block2(self.pool(f1))
+        f2 = F.relu(p2)
+        p3 = self.block3(self.pool(f2))
+        f3 = F.relu(p3)
+        p4 = self.block4(self.pool(f3) if h == 64 else f3)
+        f4 = F.relu(p4)
+        feats = [f1, f2, f3, f4]
+        return {"feats": feats, "stage_feats": feats, "preact_feats": [p1, p2, p3, p4] if preact else None}
 
     def get_classifier(self) -> nn.Module:
         return self.classifier
