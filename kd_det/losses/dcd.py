@@ -100,8 +100,10 @@ def _dense_dcd(z_s: Tensor, z_t: Tensor, scale, bias, alpha: float, direction: s
     log_pt = torch.log_softmax(logits, dim=0).t()                             # log p^T_i(j) = log softmax_j(l_ji)
     p, log_p, log_q = ((log_ps.exp(), log_ps, log_pt) if direction == "student_teacher"
                        else (log_pt.exp(), log_pt, log_ps))
-    kl = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(dim=1)
-    return contrast + alpha * kl.mean()
+    log_ratio = log_p - log_q
+    if same_object == "exclude":  # -inf - -inf at the removed pairs: zero them before the product, or backward is NaN
+        log_ratio = log_ratio.masked_fill(same, 0.0)
+    return contrast + alpha * (p * log_ratio).sum(dim=1).mean()
 
 
 @fp32_math

@@ -127,3 +127,15 @@ def test_bad_same_object_values(pair, fn):
         fn(s, t, object_id=IDS, same_object="ignore")
     with pytest.raises(ValueError, match=r"'object_id' must be an integer tensor of shape \(10,\)"):
         fn(s, t, object_id=IDS[:5], same_object="exclude")
+
+
+@pytest.mark.parametrize("mode", ["negative", "exclude", "positive"])
+@pytest.mark.parametrize("foreground_only", [False, True])
+def test_gradients_are_finite(mode, foreground_only):
+    """Removed pairs are -inf logits: their KL terms must not turn backward into NaN (it did at first)."""
+    g = torch.Generator().manual_seed(3)
+    s, t = torch.randn(10, 6, generator=g, requires_grad=True), torch.randn(10, 6, generator=g, requires_grad=True)
+    dcd = DCDLoss(6, 6, proj_dim=4, same_object=mode, foreground_only=foreground_only)
+    (dcd(s, t, object_id=IDS) + ckd_loss(s, t, object_id=IDS, same_object=mode, foreground_only=foreground_only)).backward()
+    for grad in [s.grad, t.grad] + [p.grad for p in dcd.parameters()]:
+        assert grad is not None and torch.isfinite(grad).all()
