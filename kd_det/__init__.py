@@ -2,8 +2,8 @@
 
 Importing ``kd_det`` applies :mod:`kd_det.compat` once, so Detectron2 0.6's
 Python code runs on current NumPy / Pillow / torch without ``detectron2._C``.
-The loss library (:mod:`kd_det.losses`) and the classification path never
-import Detectron2.
+The loss library (:mod:`kd_det.losses`), the reliability core both engines share
+(:mod:`kd_det.core`) and the classification path never import Detectron2.
 """
 import os as _os
 

@@ -1,11 +1,15 @@
 #!/usr/bin/env python
 """Train a classification teacher, student or distilled student from a config.
 
-    python tools/train_cls.py --config configs/classification/cifar100/resnet32x4_resnet8x4/dcd.yaml \
-        DATA.ROOT datasets TEACHER.WEIGHTS output/cls/cifar100/resnet32x4/model_final.pth
+    python tools/train_cls.py --config configs/classification/cifar100/resnet32x4-resnet8x4/teacher.yaml \
+        DATA.ROOT datasets      # writes output/classification/cifar100/teachers/resnet32x4/model_final.pth
+    python tools/train_cls.py --config configs/classification/cifar100/resnet32x4-resnet8x4/dcd.yaml \
+        DATA.ROOT datasets TEACHER.WEIGHTS output/classification/cifar100/teachers/resnet32x4/model_final.pth
     torchrun --nproc_per_node 2 tools/train_cls.py --config ... [KEY VALUE ...]   # DDP
     python tools/train_cls.py --config ... --resume        # continue from last_checkpoint.pth
-    python tools/train_cls.py --config ... --eval-only MODEL.WEIGHTS path.pth
+    python tools/train_cls.py --config ... --eval-only MODEL.WEIGHTS path.pth   # the teacher is not loaded
+
+``--config-file`` (train_net.py's spelling) is the same as ``--config``.
 
 The logic lives in :mod:`kd_det.classification.engine`; this file only parses arguments.
 """
@@ -22,7 +26,8 @@ from kd_det.errors import UserError
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", required=True, help="configs/classification/... .yaml")
+    p.add_argument("--config", "--config-file", dest="config", required=True,
+                   help="configs/classification/... .yaml")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint.pth")
     p.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS")
     p.add_argument("--debug", action="store_true", help="show tracebacks of configuration errors")

@@ -8,8 +8,11 @@ Same command line as Detectron2's tools/train_net.py::
     python tools/train_net.py --config-file CFG --num-gpus 8 [--resume] [KEY VALUE ...]
     python tools/train_net.py --config-file DISTILL_CFG --eval-teacher   # teacher row, same evaluator
 
-On a machine without GPUs ``--num-gpus N`` starts N CPU processes (Gloo).
+On a machine without GPUs ``--num-gpus N`` starts N CPU processes (Gloo). ``--config`` (train_cls.py's
+spelling) is the same as ``--config-file``. ``--eval-only`` on a distillation config scores its student
+alone: the teacher is neither built nor loaded.
 """
+import argparse
 import sys
 
 import kd_det  # noqa: F401  (applies kd_det.compat before Detectron2 is imported)
@@ -18,14 +21,15 @@ from detectron2.engine import default_argument_parser
 from kd_det.engine import Trainer, evaluate_teacher, launch, setup
 from kd_det.engine.checkpoint import KDCheckpointer
 from kd_det.errors import UserError
+from kd_det.modeling.distill_rcnn import student_config
 
 
 def main(args):
     cfg = setup(args)
     if args.eval_teacher:
         return evaluate_teacher(cfg)
-    if args.eval_only:
-        model = Trainer.build_model(cfg)
+    if args.eval_only:  # the student alone (a DistillRCNN config's teacher is not needed to score it)
+        model = Trainer.build_model(student_config(cfg))
         KDCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
@@ -35,6 +39,8 @@ def main(args):
 
 def cli(argv=None):
     parser = default_argument_parser()
+    parser.add_argument("--config", dest="config_file", metavar="FILE", default=argparse.SUPPRESS,
+                        help="same as --config-file")
     parser.add_argument("--eval-teacher", action="store_true",
                         help="evaluate the KD.TEACHER model with the same evaluator (OUTPUT_DIR/teacher_eval/)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of input errors")

@@ -3,10 +3,9 @@
 ``last_checkpoint.pth`` (resume) holds ``{"model": student state_dict, "distill": learnable
 loss parts, "optimizer", "scaler", "epoch", "best_top1", "arch", "num_classes", "cfg"}``;
 ``model_final.pth`` / ``model_best.pth`` hold ``{"model", "arch", "num_classes"}`` only.
-Every write goes to a temporary file in the same folder, then ``os.replace`` (atomic).
+The engine writes them with :func:`kd_det.core.atomic_save` (a reader sees the old file or the new one).
 """
 import os
-import tempfile
 from typing import Any, Dict
 
 import torch
@@ -15,26 +14,9 @@ from torch import nn
 from ..errors import UserError
 from ..safe_load import load_torch
 
-__all__ = ["atomic_save", "extract_state_dict", "load_weights", "LAST", "FINAL", "BEST"]
+__all__ = ["extract_state_dict", "load_weights", "LAST", "FINAL", "BEST"]
 
 LAST, FINAL, BEST = "last_checkpoint.pth", "model_final.pth", "model_best.pth"
-
-
-def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` to ``path`` atomically: a reader sees the old file or the whole new one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pth", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def extract_state_dict(obj: Any, path: str = "<checkpoint>") -> Dict[str, torch.Tensor]:

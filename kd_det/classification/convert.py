@@ -30,6 +30,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from ..core import atomic_save, atomic_write
 from ..errors import UserError
 from ..safe_load import load_torch
 from .checkpoint import extract_state_dict
@@ -151,17 +152,13 @@ def convert_checkpoint(src: str, dst: str, prefix: str = "backbone.bottom_up.",
     weights, arch, depth = convert_state_dict(sd, prefix)
     blob = {"__author__": "kd_det", "matching_heuristics": bool(matching_heuristics),
             REQUIRED_SETTINGS_KEY: required_settings(arch, depth)}
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    tmp = dst + ".tmp"
     if dst.endswith(".pkl"):
         blob["model"] = {k: v.detach().cpu().numpy() for k, v in weights.items()}
-        with open(tmp, "wb") as f:
-            pickle.dump(blob, f)
+        atomic_write(dst, lambda f: pickle.dump(blob, f))
     elif dst.endswith(".pth"):
         blob["model"] = {k: v.detach().cpu() for k, v in weights.items()}
-        torch.save(blob, tmp)
+        atomic_save(blob, dst)
     else:
         raise UserError(f"Output {dst} must end in .pkl or .pth.")
-    os.replace(tmp, dst)
     return arch, depth, len(weights)
 

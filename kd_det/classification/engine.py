@@ -21,10 +21,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from ..core import atomic_save, non_finite_term, resolve_amp, seed_all
 from ..errors import ConfigError, NonFiniteLossError
 from ..safe_load import load_torch
 from . import dist
-from .checkpoint import BEST, FINAL, LAST, atomic_save, load_weights
+from .checkpoint import BEST, FINAL, LAST, load_weights
 from .data import build_datasets
 from .distiller import Distiller, build_distill_loss
 from .models import build_model
@@ -53,12 +54,6 @@ def lr_at_epoch(cfg, epoch: int) -> float:
     return base * cfg.SOLVER.GAMMA ** sum(epoch >= s for s in cfg.SOLVER.STEPS)
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def _epoch_seed(cfg, epoch: int, rank: int) -> int:
     return (cfg.SEED * 1_000_003 + epoch * 1009 + rank) % 2**31
 
@@ -69,9 +64,9 @@ def _worker_init(worker_id: int) -> None:
     random.seed(seed)
 
 
-def _autocast(cfg, device: torch.device):
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=bool(cfg.SOLVER.AMP))
+def _amp(cfg, device: torch.device):
+    """SOLVER.AMP: float16 autocast + GradScaler on CUDA, bfloat16 on CPU (:func:`kd_det.core.resolve_amp`)."""
+    return resolve_amp(device, bool(cfg.SOLVER.AMP))
 
 
 @torch.no_grad()
@@ -87,8 +82,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, c
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss, n
     for images, target, _ in loader:
         images, target = images.to(device, non_blocking=True), target.to(device)
-        ctx = _autocast(cfg, device) if cfg is not None else torch.autocast(device.type, enabled=False)
-        with ctx:
+        with _amp(cfg, device).autocast() if cfg is not None else torch.autocast(device.type, enabled=False):
             logits = model(images)
         logits = logits.float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -155,15 +149,14 @@ def _train_one_epoch(cfg, model, distiller, loader, optimizer, scaler, device, e
         images = images.to(device, non_blocking=True)
         target, index = target.to(device), index.to(device)
         contrast_index = extra[0].to(device) if extra else None
-        with _autocast(cfg, device):
+        with _amp(cfg, device).autocast():
             losses, logits = model(images, target, index, contrast_index)
         losses = {k: (v if k == "loss_ce" else v * factor) for k, v in losses.items()}
         total = sum(v.float() for v in losses.values())
-        if not torch.isfinite(total):
-            name, value = next(((k, float(v.detach())) for k, v in losses.items() if not torch.isfinite(v)),
-                               ("total", float(total.detach())))
+        what = non_finite_term({**losses, "total": total})  # one all-reduce: every process stops here
+        if what:
             last = os.path.join(cfg.OUTPUT_DIR, LAST)
-            raise NonFiniteLossError.stop(f"Loss term {name} is {value} at epoch {epoch + 1}, iteration {it}",
+            raise NonFiniteLossError.stop(f"{what} at epoch {epoch + 1}, iteration {it}",
                                           last if os.path.isfile(last) else "", "a lower SOLVER.BASE_LR")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
@@ -217,7 +210,7 @@ def train(cfg, resume: bool = False) -> Dict[str, float]:
     device = resolve_device(cfg)
     dist.init_distributed(device.type)
     rank, world = dist.get_rank(), dist.get_world_size()
-    _seed_everything(cfg.SEED)  # identical initial weights on every process
+    seed_all(cfg.SEED)  # identical initial weights on every process
     torch.backends.cudnn.deterministic = bool(cfg.CUDNN_DETERMINISTIC)
     torch.backends.cudnn.benchmark = not cfg.CUDNN_DETERMINISTIC
     if dist.is_main():
@@ -230,7 +223,7 @@ def train(cfg, resume: bool = False) -> Dict[str, float]:
     params = [p for p in distiller.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
                                 weight_decay=cfg.SOLVER.WEIGHT_DECAY, nesterov=cfg.SOLVER.NESTEROV)
-    scaler = torch.amp.GradScaler("cuda", enabled=bool(cfg.SOLVER.AMP) and device.type == "cuda")
+    scaler = _amp(cfg, device).grad_scaler()  # enabled for float16 only
     start, best = 0, 0.0
     last_path = os.path.join(cfg.OUTPUT_DIR, LAST)
     if resume and os.path.isfile(last_path):
@@ -257,7 +250,7 @@ def train(cfg, resume: bool = False) -> Dict[str, float]:
         for g in optimizer.param_groups:
             g["lr"] = lr
         seed = _epoch_seed(cfg, epoch, rank)
-        _seed_everything(seed)
+        seed_all(seed)
         train_loader.generator.manual_seed(seed)
         train_loader.sampler.set_epoch(epoch)
         record = {"epoch": epoch + 1, "lr": lr}

@@ -8,14 +8,16 @@ noisy backgrounds, written as real COCO json + PNG files::
       annotations/instances_train.json  annotations/instances_val.json
 
 Everything comes from one seeded ``numpy.random.Generator`` per split, so the same
-arguments always give byte-identical files. Only NumPy and OpenCV are used here;
-registration with Detectron2 lives in :mod:`kd_det.data.datasets`.
+arguments always give byte-identical files. Only NumPy, OpenCV and kd_det.core (the atomic
+json write) are used here; registration with Detectron2 lives in :mod:`kd_det.data.datasets`.
 """
 import json
 import os
 
 import cv2
 import numpy as np
+
+from ..core import atomic_write_text
 
 __all__ = ["CATEGORIES", "SPLITS", "make_shapes", "shapes_paths"]
 
@@ -109,8 +111,5 @@ def make_shapes(root, splits=None, overwrite=False):
             "annotations": annotations,
             "categories": CATEGORIES,
         }
-        tmp = json_file + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(coco, f)
-        os.replace(tmp, json_file)  # the json appears last, complete: it marks the split as built
+        atomic_write_text(json_file, json.dumps(coco))  # the json appears last, complete: it marks the split as built
     return out

@@ -5,7 +5,9 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..classification.convert import REQUIRED_SETTINGS_KEY
+from ..core import atomic_save, atomic_write_text
 from ..errors import ConfigError
+from ..modeling.distill_rcnn import DISTILL_PREFIX
 from ..safe_load import read_detectron2_weights
 
 __all__ = ["KDCheckpointer", "check_required_settings", "model_settings"]
@@ -73,21 +75,17 @@ def check_required_settings(model, data, filename, what="MODEL.WEIGHTS", where="
             f"{_and([f'{k} {_show(record[k])}' for k in wrong])} (as tools/convert_backbone.py printed).")
 
 
-def _atomic_write(path, write):
-    tmp = path + ".tmp"
-    write(tmp)
-    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half of one
-
-
 class KDCheckpointer(DetectionCheckpointer):
-    """``DetectionCheckpointer`` with atomic writes (file, then ``last_checkpoint``), the teacher's identity
-    and safe loading (:func:`kd_det.safe_load.read_detectron2_weights`: restricted unpickler for ``.pkl``,
-    ``torch.load(weights_only=True)`` for ``.pth``).
+    """``DetectionCheckpointer`` with atomic writes (file, then ``last_checkpoint``; :func:`kd_det.core.atomic_write`),
+    the teacher's identity and safe loading (:func:`kd_det.safe_load.read_detectron2_weights`: restricted
+    unpickler for ``.pkl``, ``torch.load(weights_only=True)`` for ``.pth``).
 
     A DistillRCNN checkpoint stores ``teacher`` = {"config_file", "weights", "sha256", ...} (the
     teacher weights themselves are reloaded from ``KD.TEACHER.WEIGHTS``); resuming with a teacher
-    whose SHA-256 differs is refused. Weights that record the input settings they need (backbones
-    written by ``tools/convert_backbone.py``) are refused when the model's config disagrees
+    whose SHA-256 differs is refused; loaded into a model without distillation parts (``--eval-only``
+    of a distillation config builds the student alone), its ``distill.*`` tensors are left out.
+    Weights that record the input settings they need (backbones written by
+    ``tools/convert_backbone.py``) are refused when the model's config disagrees
     (:func:`check_required_settings`).
     """
 
@@ -107,14 +105,11 @@ class KDCheckpointer(DetectionCheckpointer):
         path = os.path.join(self.save_dir, basename)
         os.makedirs(self.save_dir, exist_ok=True)
         self.logger.info(f"Saving checkpoint to {path}")
-        _atomic_write(path, lambda tmp: torch.save(data, tmp))
+        atomic_save(data, path)  # readers see the old file or the new one, never half of one
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename):
-        def write(tmp):
-            with open(tmp, "w") as f:
-                f.write(last_filename_basename)
-        _atomic_write(os.path.join(self.save_dir, "last_checkpoint"), write)
+        atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
 
     def _load_file(self, filename):
         data = read_detectron2_weights(filename, "Checkpoint")
@@ -125,5 +120,9 @@ class KDCheckpointer(DetectionCheckpointer):
                 f"(sha256 {recorded.get('sha256', '?')[:12]}) but KD.TEACHER.WEIGHTS is {current['weights']} "
                 f"(sha256 {current['sha256'][:12]}); resume with the same teacher or start a new OUTPUT_DIR.")
         data.pop("teacher", None)
+        model = getattr(self.model, "module", self.model)
+        if not hasattr(model, "distill") and isinstance(data.get("model"), dict):  # a distilled run scored as
+            data["model"] = {k: v for k, v in data["model"].items()  # its plain student (--eval-only)
+                             if not k.startswith(DISTILL_PREFIX)}
         check_required_settings(self.model, data, filename)
         return data

@@ -13,7 +13,6 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from detectron2.engine import defaults as _d2_defaults
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
@@ -115,7 +114,3 @@ def create_ddp_model(model, *, fp16_compression=False, **kwargs):
 
         ddp.register_comm_hook(state=None, hook=comm_hooks.fp16_compress_hook)
     return ddp
-
-
-# DefaultTrainer looks the name up in its module at construction time.
-_d2_defaults.create_ddp_model = create_ddp_model

@@ -14,42 +14,32 @@ off inside every loss), so temperature-scaled softmax / KL / contrastive terms n
 precision.
 
 Non-finite losses. Every rank checks every loss term after the forward pass and the ranks agree
-(one all-reduce of a flag per term) before anything is back-propagated, so a NaN stops every
-process at the same iteration *before* the optimizer step: the weights in memory and every
-checkpoint on disk stay the last good ones. The error names the term, the iteration and the
-checkpoint to resume from.
+(one all-reduce of a flag per term, :func:`kd_det.core.non_finite_term`) before anything is
+back-propagated, so a NaN stops every process at the same iteration *before* the optimizer step:
+the weights in memory and every checkpoint on disk stay the last good ones. The error names the
+term, the iteration and the checkpoint to resume from.
 
 Exact resume. The step's state (``state_dict``) holds the random states of torch, numpy and
-Python (and CUDA) besides the GradScaler, and the data iterator is created only by
-:meth:`start`, so a resumed run can draw the same random numbers as an uninterrupted one
-(see ``Trainer.resume_or_load``).
+Python (and CUDA; :func:`kd_det.core.get_rng_state`) besides the GradScaler, and the data
+iterator is created only by :meth:`start`, so a resumed run can draw the same random numbers as
+an uninterrupted one (see ``Trainer.resume_or_load``).
 """
-import itertools
-import random
 import time
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from detectron2.engine import SimpleTrainer, TrainerBase
 from detectron2.utils import comm
-from torch.utils.data import Sampler
 
-from ..errors import ConfigError, NonFiniteLossError
+from ..core import AmpMode, get_rng_state, non_finite_term, resolve_amp, set_rng_state
+from ..errors import NonFiniteLossError
 from ..losses import NonFiniteInputError
 
-__all__ = ["KDTrainLoop", "ResumableSampler", "amp_mode"]
+__all__ = ["KDTrainLoop", "amp_mode"]
 
 
 def amp_mode(cfg):
-    """``None`` (float32) or (device type, autocast dtype) for ``cfg`` (SOLVER.AMP.*)."""
-    if not cfg.SOLVER.AMP.ENABLED:
-        return None
-    device = "cuda" if cfg.MODEL.DEVICE.startswith("cuda") else "cpu"
-    name = cfg.SOLVER.AMP.PRECISION or ("float16" if device == "cuda" else "bfloat16")
-    if name not in ("float16", "bfloat16"):
-        raise ConfigError(f"SOLVER.AMP.PRECISION is {name!r}; use \"float16\", \"bfloat16\" or \"\" (automatic).")
-    return device, getattr(torch, name)
+    """The :class:`kd_det.core.AmpMode` of ``cfg`` (MODEL.DEVICE, SOLVER.AMP.ENABLED / PRECISION)."""
+    return resolve_amp(cfg.MODEL.DEVICE, cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.PRECISION)
 
 
 class KDTrainLoop(SimpleTrainer):
@@ -57,7 +47,7 @@ class KDTrainLoop(SimpleTrainer):
 
     Args:
         model, data_loader, optimizer: as for ``SimpleTrainer``.
-        amp: ``None`` or (device type, dtype) (:func:`amp_mode`).
+        amp: a :class:`kd_det.core.AmpMode` (:func:`amp_mode`); ``None`` = float32.
         last_checkpoint: callable returning the path of the last checkpoint ("" if none), named in
             the non-finite loss error (``Trainer`` passes its checkpointer's ``get_checkpoint_file``).
     """
@@ -66,8 +56,8 @@ class KDTrainLoop(SimpleTrainer):
         TrainerBase.__init__(self)  # not SimpleTrainer.__init__: it would start the data iterator now
         model.train()
         self.model, self.data_loader, self.optimizer = model, data_loader, optimizer
-        self.amp, self.last_checkpoint = amp, last_checkpoint
-        self.grad_scaler = torch.amp.GradScaler(amp[0]) if amp and amp[1] == torch.float16 else None
+        self.amp, self.last_checkpoint = amp or AmpMode("cpu"), last_checkpoint
+        self.grad_scaler = self.amp.grad_scaler() if self.amp.needs_scaler else None
         self._iterator, self._saved_rng = None, None
 
     @property
@@ -80,7 +70,7 @@ class KDTrainLoop(SimpleTrainer):
         """Create the data iterator (workers start here), then restore a checkpoint's random states."""
         self._iterator = iter(self.data_loader)
         if self._saved_rng is not None and comm.get_rank() == 0:
-            _set_rng(self._saved_rng)
+            set_rng_state(self._saved_rng)
         self._saved_rng = None
 
     def run_step(self):
@@ -89,8 +79,7 @@ class KDTrainLoop(SimpleTrainer):
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
 
-        device, dtype = self.amp or ("cpu", torch.bfloat16)
-        with torch.autocast(device_type=device, dtype=dtype, enabled=self.amp is not None):
+        with self.amp.autocast():
             try:
                 loss_dict = self.model(data)
             except NonFiniteInputError as e:  # a distillation loss received NaN/Inf features or logits
@@ -113,15 +102,9 @@ class KDTrainLoop(SimpleTrainer):
 
     def _check_finite(self, loss_dict):
         """Raise :class:`NonFiniteLossError` on every rank if any rank has a NaN/Inf loss term."""
-        names = sorted(loss_dict)
-        values = torch.stack([loss_dict[k].detach().float().reshape(()) for k in names])
-        bad = (~torch.isfinite(values)).float()
-        if comm.get_world_size() > 1:
-            dist.all_reduce(bad)  # the ranks agree, so all of them stop at this iteration
-        if bad.any():
-            i = int(bad.nonzero()[0])
-            value = f"is {values[i].item()}" if not torch.isfinite(values[i]) else "is non-finite on another rank"
-            raise self._stop(f"Loss term {names[i]} {value}")
+        what = non_finite_term(loss_dict)  # one all-reduce: the ranks agree, all of them stop here
+        if what:
+            raise self._stop(what)
 
     def _stop(self, what):
         return NonFiniteLossError.stop(f"{what} at iteration {self.iter}", self.last_checkpoint(),
@@ -129,7 +112,7 @@ class KDTrainLoop(SimpleTrainer):
 
     def state_dict(self):
         ret = super().state_dict()
-        ret["rng"] = _get_rng()
+        ret["rng"] = get_rng_state()
         if self.grad_scaler:
             ret["grad_scaler"] = self.grad_scaler.state_dict()
         return ret
@@ -139,40 +122,3 @@ class KDTrainLoop(SimpleTrainer):
         self._saved_rng = state_dict.get("rng")  # applied by start(), after the iterator exists
         if self.grad_scaler and "grad_scaler" in state_dict:
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
-
-
-class ResumableSampler(Sampler):
-    """Any Detectron2 training sampler, started ``start`` indices into its (per-rank) stream.
-
-    Detectron2 restarts the sample stream from its beginning on ``--resume``; with ``start`` =
-    iterations done x images per rank, a resumed run sees the images an uninterrupted run would.
-    With ``DATALOADER.ASPECT_RATIO_GROUPING`` and images of both orientations, the few images
-    waiting in the grouping buckets at the checkpoint are not restored.
-    """
-
-    def __init__(self, sampler, start=0):
-        self.sampler, self.start = sampler, start
-
-    def __iter__(self):
-        return itertools.islice(iter(self.sampler), self.start, None)
-
-
-def _get_rng():
-    """Random states as tensors / lists / ints (``torch.load(weights_only=True)`` reads them)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos,
-                                                       has_gauss, gauss],
-             "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng(state):
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -14,12 +14,13 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 from torch.utils.data import DataLoader
 
 from .. import modeling  # noqa: F401  (registers DistillRCNN and the extra backbones)
+from ..core import ResumableSampler, atomic_write_text
 from ..data import check_num_classes
 from ..errors import NonFiniteLossError, UserError
 from ..evaluation.evaluator import COCOBoxEvaluator
 from .checkpoint import KDCheckpointer
 from .launch import create_ddp_model
-from .train_loop import KDTrainLoop, ResumableSampler, amp_mode
+from .train_loop import KDTrainLoop, amp_mode
 
 __all__ = ["Trainer", "evaluate_teacher", "write_evaluation"]
 
@@ -40,13 +41,7 @@ def write_evaluation(cfg, results, path=None):
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         "results": results,
     }
-    path = path or os.path.join(cfg.OUTPUT_DIR, "evaluation.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=2)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path or os.path.join(cfg.OUTPUT_DIR, "evaluation.json"), json.dumps(record, indent=2))
 
 
 class _UserErrorsWithoutTraceback(logging.Filter):
@@ -59,7 +54,11 @@ class _UserErrorsWithoutTraceback(logging.Filter):
         return True
 
 
-logging.getLogger("detectron2.engine.train_loop").addFilter(_UserErrorsWithoutTraceback())
+def _log_user_errors_without_traceback():
+    """Install :class:`_UserErrorsWithoutTraceback` on TrainerBase.train's logger (once per process)."""
+    log = logging.getLogger("detectron2.engine.train_loop")
+    if not any(isinstance(f, _UserErrorsWithoutTraceback) for f in log.filters):
+        log.addFilter(_UserErrorsWithoutTraceback())
 
 
 class Trainer(DefaultTrainer):
@@ -83,6 +82,7 @@ class Trainer(DefaultTrainer):
     def __init__(self, cfg):
         # DefaultTrainer.__init__, with KDTrainLoop and KDCheckpointer in place of its two classes.
         TrainerBase.__init__(self)
+        _log_user_errors_without_traceback()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
@@ -163,17 +163,17 @@ class Trainer(DefaultTrainer):
         self._trainer.start()
 
     def build_hooks(self):
-        ret = super().build_hooks()
-        for hook in ret:
-            if isinstance(hook, hooks.PeriodicWriter):
-                hook._period = self.cfg.SOLVER.LOG_PERIOD  # DefaultTrainer passes a literal 20
-        return ret
+        # DefaultTrainer builds its PeriodicWriter with a literal period of 20: build it again with
+        # SOLVER.LOG_PERIOD around the same writers (build_writers ran once, inside super().build_hooks()).
+        return [hooks.PeriodicWriter(self._writers, period=self.cfg.SOLVER.LOG_PERIOD)
+                if isinstance(hook, hooks.PeriodicWriter) else hook for hook in super().build_hooks()]
 
     def build_writers(self):
         window, out = self.cfg.SOLVER.LOG_WINDOW, self.cfg.OUTPUT_DIR
-        return [CommonMetricPrinter(self.max_iter, window_size=window),
-                JSONWriter(os.path.join(out, "metrics.json"), window_size=window),
-                TensorboardXWriter(out, window_size=window)]
+        self._writers = [CommonMetricPrinter(self.max_iter, window_size=window),
+                         JSONWriter(os.path.join(out, "metrics.json"), window_size=window),
+                         TensorboardXWriter(out, window_size=window)]
+        return self._writers
 
     @classmethod
     def build_train_loader(cls, cfg):

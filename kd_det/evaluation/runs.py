@@ -15,6 +15,8 @@ A run is never dropped: whatever is wrong with it ends up in its ``status`` ("co
 import json
 import os
 
+from ..core import atomic_write_text
+
 __all__ = ["COMPLETE", "INCOMPLETE", "MISSING", "DET_METRICS", "CLS_METRICS", "LOSS_NAMES", "RUN_INFO",
            "read_run", "read_metrics", "loss_curves", "write_run_info", "read_run_info", "scale_label"]
 
@@ -50,12 +52,7 @@ def write_run_info(out_dir, launch):
     path = os.path.join(out_dir, RUN_INFO)
     launches = (read_run_info(path) or {}).get("launches", [])
     record = dict(launch, launches=launches + [dict(launch)])
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=2)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(record, indent=2))
 
 
 def read_run_info(path):

@@ -34,11 +34,15 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.roi_heads import StandardROIHeads
 from detectron2.utils.events import get_event_storage
 
+from ..core import isolated_rng
 from ..errors import ConfigError
-from ..losses import DistillLoss
-from .teacher import build_teacher, isolated_rng
+from ..losses import LOSS_REGISTRY, DistillLoss, build_loss
+from .teacher import build_teacher
 
-__all__ = ["DistillRCNN", "loss_specs"]
+__all__ = ["DistillRCNN", "DISTILL_PREFIX", "loss_specs", "student_config"]
+
+#: State-dict prefix of the learnable distillation parts (``DistillRCNN.distill``); the rest is the student.
+DISTILL_PREFIX = "distill."
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +68,32 @@ def loss_specs(cfg):
     for n, it in zip(names, starts):
         if isinstance(it, bool) or not isinstance(it, int) or it < 0:
             raise ConfigError(f"KD.LOSS_START_ITERS entry {it!r} (for {n}) must be an int >= 0.")
+    for n in names:
+        if n not in LOSS_REGISTRY:  # a typo: name it and the known losses, not the PARAMS it orphans
+            try:
+                build_loss(n)
+            except ValueError as e:
+                raise ConfigError(f"KD.LOSSES: {e}") from None
     for key in ("PARAMS", "INPUTS"):
         extra = sorted(set(cfg.KD[key]) - set(names))
         if extra:
             raise ConfigError(f"KD.{key} has entries {extra} for losses not in KD.LOSSES {names}.")
     return [{"name": n, "weight": float(w), "start_iter": int(it), "params": _plain(cfg.KD.PARAMS.get(n, {})),
              "inputs": _plain(cfg.KD.INPUTS.get(n, {}))} for n, w, it in zip(names, weights, starts)]
+
+
+def student_config(cfg):
+    """``cfg`` for its student alone: a DistillRCNN config becomes a copy with MODEL.META_ARCHITECTURE
+    "GeneralizedRCNN" (no teacher built or loaded; KD.* stay, unused), with ``cfg``'s frozen state;
+    any other config is returned as it is. Scoring or exporting a student needs nothing more."""
+    if cfg.MODEL.META_ARCHITECTURE != "DistillRCNN":
+        return cfg
+    out = cfg.clone()
+    out.defrost()
+    out.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    if cfg.is_frozen():
+        out.freeze()
+    return out
 
 
 def _convert_batchnorm(module, norm):
@@ -109,6 +133,9 @@ class DistillRCNN(GeneralizedRCNN):
     """Student GeneralizedRCNN + frozen teacher + the learnable distillation parts (``self.distill``)."""
 
     def __init__(self, cfg):
+        if cfg.MODEL.MASK_ON:
+            raise ConfigError("MODEL.MASK_ON True: DistillRCNN distils Faster R-CNN box heads only; mask heads are "
+                              "not supported yet (set MODEL.MASK_ON False).")
         super().__init__(**GeneralizedRCNN.from_config(cfg))
         if not isinstance(self.roi_heads, StandardROIHeads) or getattr(self.roi_heads, "box_head", None) is None:
             raise ConfigError(f"MODEL.ROI_HEADS.NAME {cfg.MODEL.ROI_HEADS.NAME!r}: DistillRCNN needs a "

@@ -1,15 +1,13 @@
 """Export a DistillRCNN student as a plain Detectron2 GeneralizedRCNN checkpoint + config."""
 import os
 
-import torch
-
+from ..core import atomic_save, atomic_write_text
 from ..engine.setup import load_config
 from ..errors import ConfigError
 from ..safe_load import load_torch
+from .distill_rcnn import DISTILL_PREFIX, student_config
 
 __all__ = ["export_student"]
-
-DISTILL_PREFIX = "distill."
 
 
 def _keep_stock_keys(cfg):
@@ -47,21 +45,17 @@ def export_student(config_file, weights, out_dir, opts=()):
     Returns:
         (checkpoint path, config path, number of dropped distillation tensors).
     """
-    cfg = load_config(config_file, opts)
+    cfg = student_config(load_config(config_file, opts))
     ckpt = load_torch(weights, "Checkpoint")
     model = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(model, dict):
         raise ConfigError(f"Checkpoint {weights} holds no model state dict.")
     student = {k: v for k, v in model.items() if not k.startswith(DISTILL_PREFIX)}
     dropped = len(model) - len(student)
-    cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
     cfg.MODEL.WEIGHTS = ""
     _keep_stock_keys(cfg)
     os.makedirs(out_dir, exist_ok=True)
     ckpt_path, cfg_path = os.path.join(out_dir, "model_final.pth"), os.path.join(out_dir, "config.yaml")
-    tmp = ckpt_path + ".tmp"
-    torch.save({"model": student, "__author__": "kd_det export_student"}, tmp)
-    os.replace(tmp, ckpt_path)
-    with open(cfg_path, "w") as f:
-        f.write(cfg.dump())
+    atomic_save({"model": student, "__author__": "kd_det export_student"}, ckpt_path)
+    atomic_write_text(cfg_path, cfg.dump())
     return ckpt_path, cfg_path, dropped

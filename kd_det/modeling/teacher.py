@@ -1,21 +1,17 @@
 """Build and load the frozen teacher from its own config file and its own weights file."""
-import contextlib
 import hashlib
 import logging
 import os
-import random
-
-import numpy as np
-import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from .. import REPO_ROOT
+from ..core import isolated_rng
 from ..errors import ConfigError
 from ..safe_load import read_detectron2_weights
 
-__all__ = ["build_teacher", "file_sha256", "freeze_", "isolated_rng", "resolve_path"]
+__all__ = ["build_teacher", "file_sha256", "freeze_", "resolve_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,28 +54,6 @@ def _teacher_cfg(cfg):
     tcfg.MODEL.WEIGHTS = resolve_path(cfg.KD.TEACHER.WEIGHTS)
     tcfg.freeze()
     return tcfg
-
-
-@contextlib.contextmanager
-def isolated_rng():
-    """Run the body on the current random states and put them back afterwards.
-
-    Python's ``random``, NumPy's global generator, torch's CPU generator and every initialised CUDA
-    generator are saved on entry and restored on exit, so whatever the body draws (a teacher's
-    initialisation before its weights are loaded, the distillation losses' own parameters) leaves the
-    stream of the data loader, the augmentations and the RoI sampling as it was: with one ``SEED`` a
-    plain student run and a distilled run see the same images in the same order (paired seeds).
-    """
-    py, np_state, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    try:
-        yield
-    finally:
-        random.setstate(py)
-        np.random.set_state(np_state)
-        torch.set_rng_state(cpu)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
 
 
 def _load_checked(model, path, min_fraction, config_file=""):

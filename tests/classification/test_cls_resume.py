@@ -5,9 +5,9 @@ import os
 import pytest
 import torch
 
-from kd_det.classification.checkpoint import atomic_save
 from kd_det.classification.config import load_cls_config
 from kd_det.classification.engine import lr_at_epoch
+from kd_det.core import atomic_save
 
 from cls_helpers import CONFIGS, SMOKE_STUDENT, SMOKE_TEACHER, read_metrics, tiny_overrides
 

@@ -54,7 +54,7 @@ def test_one_epoch_per_method(method, tmp_path, tiny_cifar, smoke_teacher, train
     for f in ("model_final.pth", "model_best.pth", "config.yaml"):
         assert (tmp_path / f).is_file()
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
-    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp_")]
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]  # kd_det.core.atomic_write's temporary files
 
 
 def test_teacher_is_frozen_and_outside_the_state_dict():
@@ -132,3 +132,19 @@ def test_nan_loss_stops_with_one_sentence(tmp_path, tiny_cifar, train_cls, capsy
     err = capsys.readouterr().err.strip().replace("\r", "\n").splitlines()[-1]  # after tqdm's progress bar
     assert err.startswith("error: Loss term loss_ce is ") and ": training stopped before the optimizer step; " in err
     assert not os.path.exists(tmp_path / "model_final.pth")
+
+
+def test_config_file_is_the_same_as_config(train_cls):
+    """train_net.py's spelling works in train_cls.py too."""
+    assert train_cls.parse_args(["--config-file", "a.yaml", "--eval-only"]).config == "a.yaml"
+
+
+def test_eval_only_of_a_distillation_config_needs_no_teacher(tmp_path, tiny_cifar, train_cls):
+    """Scoring a student needs its weights only: the config's teacher checkpoint may be gone."""
+    weights = str(tmp_path / "student.pth")
+    torch.save({"model": build_model(SMOKE_STUDENT, NUM_CLASSES).state_dict()}, weights)
+    result = train_cls.main(["--config", os.path.join(PAIR, "dcd_kd.yaml"), "--eval-only",
+                             *tiny_overrides(tiny_cifar, str(tmp_path / "out")), "MODEL.ARCH", SMOKE_STUDENT,
+                             "MODEL.WEIGHTS", weights, "TEACHER.ARCH", SMOKE_TEACHER,
+                             "TEACHER.WEIGHTS", str(tmp_path / "gone.pth")])
+    assert result["num_images"] == 32 and 0.0 <= result["top1"] <= 100.0

@@ -43,6 +43,12 @@ def test_missing_config_file(tmp_path, run_tool, tiny_shapes):
     assert "nope.yaml does not exist" in one_sentence(r)
 
 
+def test_config_is_the_same_as_config_file(tmp_path, run_tool, tiny_shapes):
+    """train_cls.py's spelling works in train_net.py too."""
+    r = run_tool("train_net.py", ["--config", str(tmp_path / "nope.yaml")], tiny_shapes)
+    assert one_sentence(r) == f"train_net.py: error: Config file {tmp_path / 'nope.yaml'} does not exist."
+
+
 def test_error_in_spawned_processes_is_one_sentence(tmp_path, run_tool, tiny_shapes):
     """Raised inside 2 Gloo worker processes: the parent prints the sentence once, no mp.spawn traceback."""
     r = run_tool("train_net.py", ["--config-file", str(tmp_path / "nope.yaml"), "--num-gpus", "2",
@@ -142,3 +148,14 @@ def test_negative_loss_weight(tmp_path, run_tool, tiny_shapes, tiny_opts, teache
     args = distill_config(tmp_path, teacher_files, "  LOSS_WEIGHTS: [-0.5]\n")
     msg = one_sentence(run_tool("train_net.py", [*args, "OUTPUT_DIR", str(tmp_path / "out"), *tiny_opts], tiny_shapes))
     assert "kd: spec key 'weight' must be a finite number >= 0, got -0.5" in msg
+
+
+def test_unknown_loss_is_named_with_the_known_ones(tmp_path, run_tool, tiny_shapes, tiny_opts, teacher_files):
+    """A typo in KD.LOSSES: the sentence names it and the known losses, not the KD.PARAMS entry it orphans."""
+    args = distill_config(tmp_path, teacher_files, "  PARAMS: {dkd: {temperature: 2.0}}\n")
+    msg = one_sentence(run_tool("train_net.py", [*args, "OUTPUT_DIR", str(tmp_path / "out"), *tiny_opts,
+                                                 "KD.LOSSES", "['dkdd']"], tiny_shapes))
+    from kd_det.losses import LOSS_REGISTRY
+
+    assert msg == (f"train_net.py: error: KD.LOSSES: Unknown loss 'dkdd'; known losses: "
+                   f"{', '.join(sorted(LOSS_REGISTRY))}."), msg

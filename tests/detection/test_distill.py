@@ -143,6 +143,12 @@ def test_bad_loss_inputs(teacher_files):
            extra=["KD.LOSS_WEIGHTS", "[1.0]"])
 
 
+def test_mask_on_is_refused(teacher_files):
+    """A mask head would train without any distillation of it: refused at build time, not silently dropped."""
+    _error(teacher_files, r"^MODEL\.MASK_ON True: DistillRCNN distils Faster R-CNN box heads only; mask heads are not "
+                          r"supported yet \(set MODEL\.MASK_ON False\)\.$", extra=["MODEL.MASK_ON", "True"])
+
+
 STOCK_LOAD = r"""
 import sys, json, torch
 import kd_det.compat; kd_det.compat.apply()  # Python-only Detectron2 shims; no kd_det model code below

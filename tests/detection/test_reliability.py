@@ -139,6 +139,17 @@ def test_kill_9_then_resume_equals_uninterrupted(tiny_shapes, tmp_path, run_tool
     assert_close_runs(ref, run, first_iter=done + 1, tol=1e-6)
 
 
+def _temporary_file_written(folder, name):
+    """True while kd_det.core.atomic_write has written bytes to the temporary file of ``name``."""
+    for tmp in folder.glob(f"{name}.*.tmp"):
+        try:
+            if tmp.stat().st_size > 0:
+                return True
+        except FileNotFoundError:  # renamed in the meantime
+            pass
+    return False
+
+
 KILL_DURING_SAVE = r"""
 import sys, torch
 import kd_det
@@ -158,8 +169,7 @@ def test_kill_during_checkpoint_write_keeps_previous(tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", KILL_DURING_SAVE, str(out)], cwd=REPO,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "saved", proc.stderr.read()[-3000:]
-        tmp = out / "model_0000003.pth.tmp"
-        writing = _wait_for(lambda: tmp.is_file() and tmp.stat().st_size > 0, proc, timeout=60)
+        writing = _wait_for(lambda: _temporary_file_written(out, "model_0000003.pth"), proc, timeout=60)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if writing and (out / "last_checkpoint").read_text() == "model_0000001.pth":

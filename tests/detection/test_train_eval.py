@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+import kd_det  # noqa: F401  (applies kd_det.compat before the teacher_files fixture imports Detectron2)
+
 CFG = "configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml"
 
 
@@ -111,3 +113,32 @@ def test_unknown_override_is_one_sentence(tmp_path, tiny_shapes, run_tool):
     r = run_tool("train_net.py", ["--config-file", CFG, "SOLVER.NOT_A_KEY", "1"], tiny_shapes)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
     assert "SOLVER.NOT_A_KEY" in r.stderr
+
+
+def test_eval_only_of_a_distillation_config_needs_no_teacher(teacher_files, tiny_shapes, tmp_path, run_tool, tiny_opts):
+    """Scoring the student of a DistillRCNN checkpoint builds the student alone: the teacher's weights may be gone."""
+    import torch
+    from detectron2.modeling import build_model
+
+    from kd_det.engine.checkpoint import KDCheckpointer
+    from kd_det.engine.setup import load_config
+
+    cfg_file, weights = teacher_files
+    opts = ["MODEL.META_ARCHITECTURE", "DistillRCNN", "KD.TEACHER.CONFIG_FILE", cfg_file,
+            "KD.LOSSES", "['kd', 'fitnet']", *tiny_opts]
+    torch.manual_seed(0)
+    model = build_model(load_config(CFG, [*opts, "KD.TEACHER.WEIGHTS", weights]))
+    assert any(k.startswith("distill.") for k in model.state_dict())  # FitNet's adapters
+    KDCheckpointer(model, save_dir=str(tmp_path)).save("distilled")  # student, distill.*, the teacher's identity
+    out = tmp_path / "eval"
+    r = run_tool("train_net.py", ["--config-file", CFG, "--eval-only", "MODEL.WEIGHTS", str(tmp_path / "distilled.pth"),
+                                  "OUTPUT_DIR", str(out), *opts, "KD.TEACHER.WEIGHTS", str(tmp_path / "gone.pth")],
+                 tiny_shapes)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with open(out / "evaluation.json") as f:
+        ev = json.load(f)
+    assert ev["mode"] == "eval-only" and "shapes_val" in ev["results"]
+    with open(out / "log.txt") as f:
+        log = f.read()
+    assert "not found in the checkpoint" not in log  # every student tensor was loaded
+    assert "not used by the model" not in log  # the distillation tensors were left out quietly

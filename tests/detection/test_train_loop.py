@@ -9,7 +9,7 @@ import torch
 from detectron2.utils.events import EventStorage
 from torch import nn
 
-from kd_det.engine.train_loop import KDTrainLoop, ResumableSampler
+from kd_det.engine.train_loop import KDTrainLoop
 from kd_det.errors import NonFiniteLossError, UserError
 from kd_det.losses import KDLoss
 from kd_det.safe_load import UnsafeFileError, load_pickle, load_torch, read_detectron2_weights
@@ -73,11 +73,6 @@ def test_random_states_round_trip():
     trainer.start()  # the iterator is created, then the saved states are restored
     got = (torch.rand(3), np.random.rand(3))
     assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1])
-
-
-def test_resumable_sampler_skips_consumed_indices():
-    inner = torch.utils.data.SequentialSampler(range(10))
-    assert list(ResumableSampler(inner, start=4)) == [4, 5, 6, 7, 8, 9]
 
 
 # ------------------------------------------------------------------ safe loading

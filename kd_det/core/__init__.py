@@ -1,0 +1,18 @@
+"""The reliability core both engines share (detection: kd_det.engine; classification:
+kd_det.classification). It never imports Detectron2.
+
+* :func:`atomic_write`, :func:`atomic_save`, :func:`atomic_write_text`: files that are never half-written;
+* :func:`get_rng_state`, :func:`set_rng_state`, :func:`isolated_rng`, :func:`seed_all`: random states
+  of Python, NumPy, torch (CPU) and CUDA;
+* :func:`resolve_amp` -> :class:`AmpMode`: autocast dtype and GradScaler from the device and the precision;
+* :func:`non_finite_term`: the NaN/Inf check of the loss terms, agreed by every process;
+* :class:`ResumableSampler`: a sampler that starts where a checkpoint left its stream.
+"""
+from .amp import AmpMode, resolve_amp
+from .atomic import atomic_save, atomic_write, atomic_write_text
+from .finite import non_finite_term
+from .rng import get_rng_state, isolated_rng, seed_all, set_rng_state
+from .sampler import ResumableSampler
+
+__all__ = ["AmpMode", "resolve_amp", "atomic_save", "atomic_write", "atomic_write_text", "non_finite_term",
+           "get_rng_state", "isolated_rng", "seed_all", "set_rng_state", "ResumableSampler"]

@@ -1,0 +1,118 @@
+"""kd_det.core, the reliability core both engines share: atomic writes, random states, AMP mode,
+the cross-process finite check and the resumable sampler; and that it never imports Detectron2."""
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from kd_det.core import (ResumableSampler, atomic_save, atomic_write, atomic_write_text, get_rng_state, isolated_rng,
+                         non_finite_term, resolve_amp, seed_all, set_rng_state)
+from kd_det.errors import ConfigError
+
+
+def test_no_detectron2_import():
+    code = ("import sys, kd_det.core\n"
+            "bad = [m for m in sys.modules if m == 'detectron2'\n"
+            "       or (m.startswith('detectron2.') and m != 'detectron2._C')]\n"
+            "print(bad)\nsys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_atomic_write_uses_a_unique_temporary_file_in_the_same_folder(tmp_path):
+    path = str(tmp_path / "a.json")
+    names = []
+
+    def write(text, before):
+        def fill(f):
+            names.append(f.name)
+            f.write(text.encode())
+            f.flush()
+            assert open(path).read() == before  # the new text is not visible before the rename
+        return fill
+
+    atomic_write_text(path, "old")
+    atomic_write(path, write("new", "old"))
+    atomic_write(path, write("newer", "new"))
+    assert open(path).read() == "newer"
+    assert len(set(names)) == 2 and all(os.path.dirname(n) == str(tmp_path) and n != path for n in names)
+    assert os.listdir(tmp_path) == ["a.json"]  # the temporary files were renamed away
+
+
+def test_atomic_write_keeps_the_old_file_and_removes_the_temporary_one_on_failure(tmp_path):
+    path = str(tmp_path / "model.pth")
+    atomic_save({"iteration": 1}, path)
+
+    def fail(f):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # any exception, even this one
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, fail)
+    assert torch.load(path, weights_only=True) == {"iteration": 1}
+    assert os.listdir(tmp_path) == ["model.pth"]
+
+
+def test_random_states_round_trip_through_a_weights_only_file(tmp_path):
+    seed_all(5)
+    state = get_rng_state()
+    expected = (random.random(), np.random.rand(3), torch.rand(3))
+    torch.save(state, tmp_path / "rng.pth")
+    seed_all(6)
+    set_rng_state(torch.load(tmp_path / "rng.pth", weights_only=True))
+    got = (random.random(), np.random.rand(3), torch.rand(3))
+    assert got[0] == expected[0] and np.array_equal(got[1], expected[1]) and torch.equal(got[2], expected[2])
+
+
+def test_isolated_rng_leaves_the_streams_as_they_were():
+    seed_all(7)
+    expected = (random.random(), np.random.rand(2), torch.rand(2))
+    seed_all(7)
+    with isolated_rng():
+        random.random(), np.random.rand(5), torch.rand(5)
+    got = (random.random(), np.random.rand(2), torch.rand(2))
+    assert got[0] == expected[0] and np.array_equal(got[1], expected[1]) and torch.equal(got[2], expected[2])
+
+
+@pytest.mark.parametrize("device, enabled, precision, dtype, scaler", [
+    ("cpu", False, "", None, False),
+    ("cuda:0", False, "bfloat16", None, False),
+    ("cuda", True, "", torch.float16, True),
+    ("cuda:1", True, "bfloat16", torch.bfloat16, False),
+    ("cpu", True, "", torch.bfloat16, False),
+    (torch.device("cpu"), True, "float16", torch.float16, True),
+])
+def test_amp_mode(device, enabled, precision, dtype, scaler):
+    mode = resolve_amp(device, enabled, precision)
+    assert (mode.dtype, mode.needs_scaler, mode.enabled) == (dtype, scaler, dtype is not None)
+    assert mode.device_type == ("cuda" if str(device).startswith("cuda") else "cpu")
+
+
+def test_amp_mode_names_the_key_of_a_bad_precision():
+    with pytest.raises(ConfigError, match=r"^SOLVER\.AMP\.PRECISION is 'fp8'; use \"float16\", \"bfloat16\" or \"\" "
+                                          r"\(automatic\)\.$"):
+        resolve_amp("cuda", True, "fp8")
+
+
+def test_amp_autocast_runs_in_the_resolved_dtype():
+    x = torch.randn(2, 3)
+    with resolve_amp("cpu", True).autocast():
+        assert (x @ x.T).dtype == torch.bfloat16
+    with resolve_amp("cpu", False).autocast():
+        assert (x @ x.T).dtype == torch.float32
+    assert not resolve_amp("cpu", True).grad_scaler().is_enabled()
+
+
+def test_non_finite_term_in_one_process():
+    assert non_finite_term({"loss_a": torch.tensor(1.0), "loss_b": torch.tensor([2.0], dtype=torch.bfloat16)}) is None
+    terms = {"loss_z": torch.tensor(float("nan")), "loss_b": torch.tensor(float("inf")), "loss_a": torch.tensor(0.0)}
+    assert non_finite_term(terms) == "Loss term loss_b is inf"  # the first bad term by name
+
+
+def test_resumable_sampler_skips_consumed_indices():
+    inner = torch.utils.data.SequentialSampler(range(10))
+    assert list(ResumableSampler(inner, start=4)) == [4, 5, 6, 7, 8, 9]
