@@ -56,7 +56,27 @@ def assert_close_runs(a, b, first_iter, tol=1e-5, skip=()):
     assert worst <= tol, worst
 
 
-def test_two_gloo_processes_under_torchrun_equal_one(tiny_shapes, tmp_path, run_tool, tiny_opts, teacher_files):
+# tools/train_net.py in float64 (argv: the script, then its arguments). Detectron2 0.6 hard-codes float32
+# in Boxes and casts boxes to float32 for NMS: boxes follow the default dtype and NMS takes the scores'.
+FLOAT64_TRAIN_NET = """
+import runpy, sys
+import torch
+torch.set_default_dtype(torch.float64)
+import kd_det  # noqa: F401  (kd_det.compat before Detectron2)
+from detectron2.structures import boxes
+from torchvision.ops import boxes as box_ops
+_init, _batched_nms = boxes.Boxes.__init__, box_ops.batched_nms
+def _boxes_init(self, tensor):
+    _init(self, tensor)
+    self.tensor = self.tensor.to(torch.get_default_dtype())
+boxes.Boxes.__init__ = _boxes_init
+box_ops.batched_nms = lambda b, scores, idxs, iou: _batched_nms(b.to(scores.dtype), scores, idxs, iou)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_two_gloo_processes_under_torchrun_equal_one(tiny_shapes, tmp_path, tiny_opts, teacher_files):
     """Same total batch (2) and seed: 2 processes x 1 image give the losses and weights of 1 process x 2 images.
 
     Two things differ between the runs unless controlled, and the test controls both:
@@ -75,19 +95,35 @@ def test_two_gloo_processes_under_torchrun_equal_one(tiny_shapes, tmp_path, run_
 
     DKD and ReviewKD are per-RoI / per-image means; contrastive losses (CKD, DCD) draw negatives from
     the local batch only and would differ, as they do in the papers' multi-GPU runs.
+
+    Both runs compute in float64 (:data:`FLOAT64_TRAIN_NET`). They add the same numbers in different
+    orders (BN statistics over the batch vs. per process then all-reduced; DDP's mean of per-process
+    gradients vs. one backward over both images), which in float32 leaves ~1e-7 relative differences
+    after the first step. ReLUs turn these into jumps: a pre-activation within 1e-7 of 0 (a few of the
+    ~3M per step) changes sign in one run only, which moved a whole res4 conv gradient by 2% at step 1
+    (measured by interpolating between the two runs' weights), and the random teacher's huge KD losses
+    (ReviewKD ~18,000) make the clipped updates large. In float32 the final weights differed by 5e-7
+    to 1.5e-3 over SEED 7-10 and two commits (the images each iteration sees follow the random state
+    left after the model is built): pass or fail by chance. In float64 the rounding is ~1e-16 and they
+    agree to ~1e-13 for each of those seeds, while an unsynced BN (``KD.NORM BN``) differs by 1e-1.
     """
     common = [*tiny_opts, *EXACT, *distill_opts(teacher_files), "SOLVER.MAX_ITER", "3",
               "MODEL.RESNETS.NORM", "naiveSyncBN", "KD.NORM", "naiveSyncBN", "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "100000",
               "MODEL.RPN.POSITIVE_FRACTION", "1.0", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "100000",
               "MODEL.ROI_HEADS.POSITIVE_FRACTION", "1.0", "MODEL.ROI_HEADS.PROPOSAL_APPEND_GT", "False"]
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    r1 = run_tool("train_net.py", ["--config-file", CFG, "OUTPUT_DIR", one, *common], tiny_shapes)
+    wrapper = tmp_path / "float64_train_net.py"
+    wrapper.write_text(FLOAT64_TRAIN_NET)
+    train_net = [str(wrapper), os.path.join(REPO, "tools", "train_net.py"), "--config-file", CFG]
+    env = dict(os.environ, DETECTRON2_DATASETS=tiny_shapes, OMP_NUM_THREADS="2")
+    r1 = subprocess.run([sys.executable, *train_net, "OUTPUT_DIR", one, *common], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
     assert r1.returncode == 0, r1.stderr[-3000:]
     # The 2-process run is launched by torchrun (env://); --num-gpus 2 is tested in test_train_eval.py.
-    env = dict(os.environ, DETECTRON2_DATASETS=tiny_shapes, OMP_NUM_THREADS="1")
+    env["OMP_NUM_THREADS"] = "1"
     r2 = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                         os.path.join(REPO, "tools", "train_net.py"), "--config-file", CFG, "OUTPUT_DIR", two,
-                         *common], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                         *train_net, "OUTPUT_DIR", two, *common], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=600)
     assert r2.returncode == 0, r2.stderr[-3000:]
     with open(os.path.join(two, "log.txt")) as f:
         assert "World size: 2" in f.read()
