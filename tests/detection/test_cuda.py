@@ -17,7 +17,7 @@ def test_amp_distillation_trains_and_resumes_on_cuda(tiny_shapes, tmp_path, run_
     out = str(tmp_path)
     common = ["--config-file", "configs/shapes/distill/dcd.yaml", "OUTPUT_DIR", out, *tiny_opts,
               "MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", "True", "KD.TEACHER.CONFIG_FILE", cfg_file,
-              "KD.TEACHER.WEIGHTS", weights, "KD.LOSSES", "['dcd', 'reviewkd']", "KD.LOSS_WEIGHTS", "[1.0, 1.0]",
+              "KD.TEACHER.WEIGHTS", weights, "KD.LOSSES", "['dcd', 'kd', 'reviewkd']", "KD.LOSS_WEIGHTS", "[1.0, 1.0, 1.0]",
               "SOLVER.LOG_PERIOD", "1", "SOLVER.CHECKPOINT_PERIOD", "3", "DATASETS.TEST", "()"]
     r = run_tool("train_net.py", [*common, "SOLVER.MAX_ITER", "6"], tiny_shapes)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -44,7 +44,7 @@ def count_calls(module):
     return calls
 
 
-@pytest.mark.parametrize("losses", [["dcd"], ["ckd", "reviewkd"], ["dkd"], ["kd", "fitnet"], ["fgfi"], ["msd"]])
+@pytest.mark.parametrize("losses", [["dcd", "kd"], ["ckd", "reviewkd"], ["dkd"], ["kd", "fitnet"], ["fgfi"], ["msd"]])
 def test_one_step_structure(teacher_files, losses):
     base = {"dcd": "configs/shapes/distill/dcd.yaml", "msd": "configs/shapes/distill/msd.yaml"}.get(
         losses[0], "configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml")
@@ -67,10 +67,10 @@ def test_one_step_structure(teacher_files, losses):
         assert any(p.grad is not None for p in model.distill.parameters())
 
 
-@pytest.mark.parametrize("losses", [["dcd"], ["ckd", "reviewkd"], ["dkd"]])
+@pytest.mark.parametrize("losses", [["dcd", "kd"], ["ckd", "reviewkd"], ["dkd"]])
 def test_bf16_autocast_on_cpu(teacher_files, losses):
     """SOLVER.AMP.ENABLED on CPU = bfloat16 autocast: the networks run in bf16, every loss in float32."""
-    base = "configs/shapes/distill/dcd.yaml" if losses == ["dcd"] else "configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml"
+    base = "configs/shapes/distill/dcd.yaml" if losses[0] == "dcd" else "configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml"
     model = build_model(distill_cfg(teacher_files, losses, base=base)).train()
     dtypes = {}
     model.roi_heads.box_predictor.register_forward_hook(lambda m, i, o: dtypes.update(s=o[0].dtype) and None)
@@ -171,7 +171,7 @@ def test_export_student_loads_in_stock_detectron2(teacher_files, tmp_path):
 
     from kd_det.modeling.export import export_student
 
-    cfg = distill_cfg(teacher_files, ["dcd", "reviewkd"], base="configs/shapes/distill/dcd.yaml",
+    cfg = distill_cfg(teacher_files, ["dcd", "kd", "reviewkd"], base="configs/shapes/distill/dcd.yaml",
                       extra=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
     torch.manual_seed(3)  # the subprocess builds its own random init: only a correct load reproduces ours
     model = build_model(cfg)
