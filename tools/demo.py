@@ -88,7 +88,7 @@ def main(argv=None):
         sys.exit("demo: " + "; ".join(f"{k} {v}" for k, v in failed.items()))
     names = {teacher_dir: "Teacher R-34-FPN"}
     labels = {config: name for config, (name, _) in zip(configs, ARMS)}
-    names.update({job.out_dir: labels[job.config] for job in jobs})
+    names.update({job.out_dir: f"{labels[job.config]}, seed {job.seed}" for job in jobs})
     report = build_report(list(names), a.report, names=names, title="kd_det demo: COCO box AP on shapes_val")
     print("\n" + report["summary"])
     print(f"\nDemo finished in {(time.time() - t0) / 60:.1f} min. Report: {report['files'][0]}")
