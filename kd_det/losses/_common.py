@@ -320,10 +320,31 @@ def check_same_object(loss: str, same_object) -> str:
     return same_object
 
 
-def check_object_id(loss: str, object_id: Tensor, n: int) -> None:
+def _check_object_id(loss: str, object_id: Tensor, n: int) -> None:
     if object_id.dim() != 1 or object_id.shape[0] != n or object_id.is_floating_point():
         raise ValueError(f"{loss}: 'object_id' must be an integer tensor of shape ({n},), got "
                          f"{tuple(object_id.shape)} {object_id.dtype}.")
+
+
+def select_objects(loss: str, a: Tensor, b: Tensor, object_id: Tensor | None, same_object: str,
+                   foreground_only: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Apply ``foreground_only`` and build the same-object mask of an in-batch contrastive loss.
+
+    Args:
+        a, b: (N, D) student / teacher rows.
+        object_id: optional (N,) object ids (-1 = background); None = every row its own instance.
+
+    Returns:
+        (a, b) restricted to foreground rows when ``foreground_only``, and the (M, M) mask of
+        :func:`same_object_mask` (None for "negative" or without ``object_id``).
+    """
+    if object_id is None:
+        return a, b, None
+    _check_object_id(loss, object_id, a.shape[0])
+    if foreground_only:
+        keep = object_id >= 0
+        a, b, object_id = a[keep], b[keep], object_id[keep]
+    return a, b, (same_object_mask(object_id) if same_object != "negative" else None)
 
 
 def same_object_mask(object_id: Tensor) -> Tensor:

@@ -36,9 +36,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import (LossModule, cast, check_chunk, check_logit_pair, check_object_id, check_positive,
-                      check_same_object, compute_dtype, fp32_math, graph_zero, masked_info_nce, row_logsumexp,
-                      same_object_mask)
+from ._common import (LossModule, cast, check_chunk, check_logit_pair, check_positive, check_same_object,
+                      compute_dtype, fp32_math, graph_zero, masked_info_nce, row_logsumexp, select_objects)
 
 __all__ = ["ckd_loss", "CKDLoss"]
 
@@ -66,14 +65,7 @@ def ckd_loss(logits_s: Tensor, logits_t: Tensor, temperature: float = 1.0, chunk
     check_chunk("ckd", chunk_size)
     check_same_object("ckd", same_object)
     check_logit_pair("ckd", logits_s, logits_t)
-    same = None
-    if object_id is not None:
-        check_object_id("ckd", object_id, logits_s.shape[0])
-        if foreground_only:
-            keep = object_id >= 0
-            logits_s, logits_t, object_id = logits_s[keep], logits_t[keep], object_id[keep]
-        if same_object != "negative":
-            same = same_object_mask(object_id)
+    logits_s, logits_t, same = select_objects("ckd", logits_s, logits_t, object_id, same_object, foreground_only)
     if logits_s.shape[0] == 0:
         return graph_zero(logits_s, logits_t)
     dtype = compute_dtype(logits_s, logits_t)

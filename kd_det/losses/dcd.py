@@ -52,9 +52,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._common import (LossModule, cast, check_chunk, check_nonnegative, check_object_id, check_positive,
-                      check_same_object, check_same_rows, compute_dtype, fp32_math, graph_zero, masked_info_nce,
-                      module_dtype, same_object_mask)
+from ._common import (LossModule, cast, check_chunk, check_nonnegative, check_positive, check_same_object,
+                      check_same_rows, compute_dtype, fp32_math, graph_zero, masked_info_nce, module_dtype,
+                      select_objects)
 
 __all__ = ["dcd_loss", "DCDLoss"]
 
@@ -150,14 +150,7 @@ def dcd_loss(emb_s: Tensor, emb_t: Tensor, logit_scale=math.e, alpha: float = 0.
     if emb_s.shape[1] != emb_t.shape[1]:
         raise ValueError(f"dcd: 'emb_s' has dim {emb_s.shape[1]} but 'emb_t' has dim {emb_t.shape[1]}; "
                          "project both sides to one dim first.")
-    same = None
-    if object_id is not None:
-        check_object_id("dcd", object_id, emb_s.shape[0])
-        if foreground_only:
-            keep = object_id >= 0
-            emb_s, emb_t, object_id = emb_s[keep], emb_t[keep], object_id[keep]
-        if same_object != "negative":
-            same = same_object_mask(object_id)
+    emb_s, emb_t, same = select_objects("dcd", emb_s, emb_t, object_id, same_object, foreground_only)
     n = emb_s.shape[0]
     if n == 0:
         return graph_zero(emb_s, emb_t, [logit_scale, bias])
