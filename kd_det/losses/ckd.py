@@ -14,8 +14,8 @@ anchor, its own student row ``s_i`` the positive and the other samples' student 
 
 i.e. cross-entropy of ``sim = t_norm @ s_norm.T / tau`` (rows = teacher anchors) with
 targets ``arange(N)``. The paper's NumPy pseudo-code writes ``axis=0`` for the
-cross-entropy; its Eq. 13 and the public code normalise over the student rows for a fixed
-teacher anchor, which is what this does.
+cross-entropy; its Eq. 13 normalises over the student rows for a fixed teacher anchor, which is
+what this does (github.com/wencheng-zhu/CKD holds only a README: there is no public code).
 
 Detection: which RoIs are negatives. The paper's samples are images ("we classify all other
 samples as negative, regardless of their class", Fig. 2); on the R-CNN head the samples are
