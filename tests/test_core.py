@@ -14,8 +14,10 @@ from kd_det.core import (ResumableSampler, atomic_save, atomic_write, atomic_wri
 from kd_det.errors import ConfigError
 
 
-def test_no_detectron2_import():
-    code = ("import sys, kd_det.core\n"
+@pytest.mark.parametrize("package", ["kd_det.core", "kd_det.losses"])
+def test_no_detectron2_import(package):
+    """The Detectron2-free packages (the engines' core, the loss library) import nothing from Detectron2."""
+    code = (f"import sys, {package}\n"
             "bad = [m for m in sys.modules if m == 'detectron2'\n"
             "       or (m.startswith('detectron2.') and m != 'detectron2._C')]\n"
             "print(bad)\nsys.exit(1 if bad else 0)")

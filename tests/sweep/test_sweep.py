@@ -4,8 +4,8 @@ time with cores / N threads each, the Slurm job function under submitit's LocalE
 import csv
 import json
 import os
+import sys
 
-import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -90,18 +90,14 @@ def test_serial_detection_sweep_skips_done_and_resumes(tiny_shapes, tmp_path, ru
     assert [x["start_iter"] for x in _info(runs[1])["launches"]] == [0, 1]
 
 
-def _tiny_cifar(root, n_train=64, n_val=32, classes=5):
+def _tiny_cifar(root):
+    """The classification tests' tiny CIFAR-format set (tests/classification/cls_helpers.py), 5 classes."""
     from kd_det.classification.data import write_cifar_pickles
 
-    def split(n, seed):
-        rng = np.random.default_rng(seed)
-        labels = rng.integers(0, classes, n)
-        images = rng.integers(0, 80, (n, 32, 32, 3)).astype(np.uint8)
-        for i, c in enumerate(labels):
-            images[i, :, 6 * c:6 * c + 6, c % 3] = 250
-        return images, labels
+    sys.path.insert(0, os.path.join(REPO, "tests", "classification"))
+    from cls_helpers import NUM_CLASSES, synthetic_split
 
-    write_cifar_pickles(root, split(n_train, 0), split(n_val, 1), classes)
+    write_cifar_pickles(root, synthetic_split(64, 0), synthetic_split(32, 1), NUM_CLASSES)
     return root
 
 

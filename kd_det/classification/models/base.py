@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
-__all__ = ["ClsNet", "run_stage"]
+__all__ = ["ClsNet", "run_stage", "run_stages"]
 
 
 class ClsNet(nn.Module):
@@ -135,4 +135,18 @@ def run_stage(layer: nn.Sequential, x: torch.Tensor, preact: bool, last_block=No
         x = block(x)
     last = layer[-1]
     return last_block(last, x) if last_block is not None else last.forward_preact(x)
+
+
+def run_stages(layers, x: torch.Tensor, preact: bool, last_block=None):
+    """:func:`run_stage` over consecutive stages.
+
+    Returns:
+        (list of stage outputs, list of their pre-activation outputs or None without ``preact``).
+    """
+    feats, pres = [], []
+    for layer in layers:
+        x, pre = run_stage(layer, x, preact, last_block)
+        feats.append(x)
+        pres.append(pre)
+    return feats, (pres if preact else None)
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import ClsNet, run_stage
+from .base import ClsNet, run_stages
 
 __all__ = ["MobileNetV2Cifar", "ShuffleNetV1", "ShuffleNetV2", "mobilenetv2_cifar",
            "shufflenetv1", "shufflenetv2"]
@@ -146,12 +146,8 @@ class ShuffleNetV1(ClsNet):
     def forward_taps(self, x: torch.Tensor, preact: bool = False):
         """Stages ``layer1..3``; pre-activation = the last unit's output before its ReLU (CRD)."""
         out = F.relu(self.bn1(self.conv1(x)))
-        feats, pres = [], []
-        for layer in (self.layer1, self.layer2, self.layer3):
-            out, pre = run_stage(layer, out, preact)
-            feats.append(out)
-            pres.append(pre)
-        return {"feats": feats, "stage_feats": feats, "preact_feats": pres if preact else None}
+        feats, pres = run_stages((self.layer1, self.layer2, self.layer3), out, preact)
+        return {"feats": feats, "stage_feats": feats, "preact_feats": pres}
 
     def get_classifier(self) -> nn.Module:
         return self.linear
@@ -241,13 +237,9 @@ class ShuffleNetV2(ClsNet):
         stage_feats (CRD's ShuffleNetV2): ``layer1..3``; pre-activation as the last unit's
         ``forward_preact``."""
         out = F.relu(self.bn1(self.conv1(x)))
-        taps, pres = [], []
-        for layer in (self.layer1, self.layer2, self.layer3):
-            out, pre = run_stage(layer, out, preact)
-            taps.append(out)
-            pres.append(pre)
-        f3 = F.relu(self.bn2(self.conv2(out)))
-        return {"feats": [taps[0], taps[1], f3], "stage_feats": taps, "preact_feats": pres if preact else None}
+        taps, pres = run_stages((self.layer1, self.layer2, self.layer3), out, preact)
+        f3 = F.relu(self.bn2(self.conv2(taps[-1])))
+        return {"feats": [taps[0], taps[1], f3], "stage_feats": taps, "preact_feats": pres}
 
     def get_classifier(self) -> nn.Module:
         return self.linear

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import ClsNet, run_stage
+from .base import ClsNet, run_stages
 
 __all__ = ["CifarResNet", "CifarResNetV2", "resnet8", "resnet14", "resnet20", "resnet32",
            "resnet44", "resnet56", "resnet110", "resnet8x4", "resnet32x4", "resnet50_cifar"]
@@ -88,12 +88,8 @@ class CifarResNet(ClsNet):
     def forward_taps(self, x: torch.Tensor, preact: bool = False):
         """Stages ``layer1..3``; pre-activation = the last block's sum before its ReLU (CRD)."""
         x = self.relu(self.bn1(self.conv1(x)))
-        feats, pres = [], []
-        for layer in (self.layer1, self.layer2, self.layer3):
-            x, pre = run_stage(layer, x, preact)
-            feats.append(x)
-            pres.append(pre)
-        return {"feats": feats, "stage_feats": feats, "preact_feats": pres if preact else None}
+        feats, pres = run_stages((self.layer1, self.layer2, self.layer3), x, preact)
+        return {"feats": feats, "stage_feats": feats, "preact_feats": pres}
 
     def get_classifier(self) -> nn.Module:
         return self.fc
@@ -156,12 +152,8 @@ class CifarResNetV2(ClsNet):
     def forward_taps(self, x: torch.Tensor, preact: bool = False):
         """Stages ``layer1..4``; pre-activation = the last block's sum before its ReLU (CRD)."""
         out = F.relu(self.bn1(self.conv1(x)))
-        feats, pres = [], []
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            out, pre = run_stage(layer, out, preact)
-            feats.append(out)
-            pres.append(pre)
-        return {"feats": feats, "stage_feats": feats, "preact_feats": pres if preact else None}
+        feats, pres = run_stages((self.layer1, self.layer2, self.layer3, self.layer4), out, preact)
+        return {"feats": feats, "stage_feats": feats, "preact_feats": pres}
 
     def get_classifier(self) -> nn.Module:
         return self.linear

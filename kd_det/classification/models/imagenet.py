@@ -8,7 +8,7 @@ from torch import nn
 from torchvision.models import mobilenet as tv_mobilenet
 from torchvision.models import resnet as tv_resnet
 
-from .base import ClsNet, run_stage
+from .base import ClsNet, run_stages
 
 __all__ = ["TVResNet", "TVMobileNetV2", "MobileNetV1", "resnet18", "resnet34", "resnet50",
            "mobilenet_v2", "mobilenet_v1"]
@@ -26,12 +26,8 @@ class TVResNet(ClsNet, tv_resnet.ResNet):
         """Stages ``layer1..4``; pre-activation = the last block's sum before its ReLU
         (mdistiller's ImageNet ResNet ``preact_feats``)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        feats, pres = [], []
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x, pre = run_stage(layer, x, preact, _tv_block_preact)
-            feats.append(x)
-            pres.append(pre)
-        return {"feats": feats, "stage_feats": feats, "preact_feats": pres if preact else None}
+        feats, pres = run_stages((self.layer1, self.layer2, self.layer3, self.layer4), x, preact, _tv_block_preact)
+        return {"feats": feats, "stage_feats": feats, "preact_feats": pres}
 
     def get_classifier(self) -> nn.Module:
         return self.fc
