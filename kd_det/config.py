@@ -6,7 +6,9 @@ an ``add_*_config`` function with a one-line comment above every key.
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg as _d2_get_cfg
 
-__all__ = ["get_cfg", "add_kd_det_config", "add_kd_config"]
+from .kd_config import add_kd_config
+
+__all__ = ["get_cfg", "add_kd_det_config", "add_kd_detection_config"]
 
 
 def add_kd_det_config(cfg):
@@ -26,40 +28,28 @@ def add_kd_det_config(cfg):
     return cfg
 
 
-def add_kd_config(cfg):
-    """Add the distillation keys (``KD.*``) to a Detectron2 config in place."""
-    cfg.KD = CN()
-    cfg.KD.TEACHER = CN()
+def add_kd_detection_config(cfg):
+    """The shared distillation keys (:func:`kd_det.kd_config.add_kd_config`) plus detection's own, in place."""
+    add_kd_config(cfg)
     # Teacher's own Detectron2 config file (a plain Faster R-CNN FPN config); "" = no teacher.
     cfg.KD.TEACHER.CONFIG_FILE = ""
-    # Teacher's weights: a Detectron2 .pkl (model zoo) or .pth (train_net.py output).
-    cfg.KD.TEACHER.WEIGHTS = ""
     # Refuse a teacher checkpoint that matches fewer than this fraction of the teacher's keys.
     cfg.KD.TEACHER.MIN_MATCHED_FRACTION = 0.95
-    # Distillation losses by registry name (kd_det.losses.LOSS_REGISTRY), e.g. ["dcd", "reviewkd"].
-    cfg.KD.LOSSES = []
-    # One weight per entry of KD.LOSSES.
-    cfg.KD.LOSS_WEIGHTS = []
-    # One start iteration per entry of KD.LOSSES (ints >= 0, [] = all 0): before it the term is computed but
-    # multiplied by 0 (e.g. FGFI's imitation delay); counted in training iterations of SOLVER.IMS_PER_BATCH images.
-    cfg.KD.LOSS_START_ITERS = []
-    # Per-loss constructor params, KD.PARAMS.<name>.<param> (lowercase, as the loss class takes them).
-    cfg.KD.PARAMS = CN(new_allowed=True)
-    # Input remaps per loss, KD.INPUTS.<name>.<loss arg> = provided tensor (e.g. dcd: {emb_s: logits_s}).
-    cfg.KD.INPUTS = CN(new_allowed=True)
     # Norm of BatchNorm2d layers inside learnable distillation parts (ReviewKD's fusion modules): ""
     # keeps per-process BatchNorm2d (ReviewKD's code); "naiveSyncBN" / "SyncBN" sync statistics across processes.
     cfg.KD.NORM = ""
     # FPN levels handed to feature losses (ReviewKD, FitNet, FGFI, MSD), finest first; both sides need them.
     cfg.KD.FEATURE_LEVELS = ["p2", "p3", "p4", "p5", "p6"]
-    # Labels used by reports to match the papers' tables (dataset x teacher x student x method).
-    cfg.KD.LABEL = CN()
-    # Teacher network label, e.g. "R101" ("" for a run without teacher).
-    cfg.KD.LABEL.TEACHER = ""
-    # Student network label, e.g. "R18".
-    cfg.KD.LABEL.STUDENT = ""
-    # Method label, e.g. "DCD+ReviewKD"; "teacher" / "student" for the plain reference runs.
-    cfg.KD.LABEL.METHOD = ""
+    # The old detection form of KD.LOSSES (names + these parallel keys) is still read and converted to specs with
+    # a warning (kd_det.kd_config.prepare_kd); these four keys are registered only for that and stay empty.
+    # Old form: one weight per KD.LOSSES name.
+    cfg.KD.LOSS_WEIGHTS = []
+    # Old form: one start iteration per KD.LOSSES name.
+    cfg.KD.LOSS_START_ITERS = []
+    # Old form: KD.PARAMS.<name>.<param>.
+    cfg.KD.PARAMS = CN(new_allowed=True)
+    # Old form: KD.INPUTS.<name>.<loss arg>.
+    cfg.KD.INPUTS = CN(new_allowed=True)
     return cfg
 
 
@@ -70,5 +60,5 @@ def get_cfg():
     cfg = _d2_get_cfg()
     add_kd_det_config(cfg)
     add_mobilenet_config(cfg)
-    add_kd_config(cfg)
+    add_kd_detection_config(cfg)
     return cfg

@@ -25,10 +25,10 @@ FIELDS = ["config", "key", "value", "source"]
 # Not hyper-parameters: row labels, output folders, weights files, the teacher's config file,
 # dataset names / folders / sizes, loader workers, evaluation and checkpoint cadence, the model
 # class and the architectures (fixed by the row labels, checked by the config tests).
-IGNORED_PREFIXES = ("ROW.", "KD.LABEL.", "KD.TEACHER.", "DATASETS.", "DATA.NAME", "DATA.ROOT",
-                    "DATA.NUM_CLASSES", "DATA.NUM_WORKERS", "DATALOADER.NUM_WORKERS", "TEST.BATCH_SIZE",
-                    "TEST.EVAL_PERIOD", "OUTPUT_DIR", "MODEL.WEIGHTS", "TEACHER.WEIGHTS", "MODEL.ARCH",
-                    "TEACHER.ARCH", "MODEL.META_ARCHITECTURE", "MODEL.DEVICE", "SOLVER.CHECKPOINT_PERIOD")
+IGNORED_PREFIXES = ("KD.LABEL.", "KD.TEACHER.", "DATASETS.", "DATA.NAME", "DATA.ROOT", "DATA.NUM_CLASSES",
+                    "DATA.NUM_WORKERS", "DATALOADER.NUM_WORKERS", "TEST.BATCH_SIZE", "TEST.EVAL_PERIOD", "OUTPUT_DIR",
+                    "MODEL.WEIGHTS", "MODEL.ARCH", "MODEL.META_ARCHITECTURE", "MODEL.DEVICE",
+                    "SOLVER.CHECKPOINT_PERIOD")
 # Model configs shared with Detectron2's model zoo: their differences are recorded through the
 # pair Base files that use them.
 NOT_ROWS = ("configs/Base-RCNN-FPN.yaml", "configs/COCO-Detection/faster_rcnn_*.yaml")
@@ -109,24 +109,15 @@ def _flatten(node, prefix=""):
 
 
 def flatten(cfg):
-    """``{dotted key: value}`` of a loaded config, distillation terms keyed by loss name.
-
-    Detection: ``KD.LOSS_WEIGHTS.<loss>``, ``KD.LOSS_START_ITERS.<loss>``, ``KD.PARAMS.<loss>.<param>``,
-    ``KD.INPUTS.<loss>.<arg>``. Classification: ``KD.LOSSES.<loss>.weight`` (1.0 when unset),
-    ``KD.LOSSES.<loss>.params.<param>``, ``KD.LOSSES.<loss>.inputs.<arg>``.
+    """``{dotted key: value}`` of a loaded config, each ``KD.LOSSES`` entry keyed by its tag (both tasks):
+    ``KD.LOSSES.<tag>.weight``, ``KD.LOSSES.<tag>.params.<param>``, ``KD.LOSSES.<tag>.inputs.<arg>`` and
+    ``KD.LOSSES.<tag>.start_iter`` (only when > 0). ``cfg`` is loaded, so its specs are normalised.
     """
     flat = _flatten(_plain(cfg))
-    names = flat.pop("KD.LOSSES", [])
-    if names and isinstance(names[0], dict):  # classification: a list of {name, weight, params, inputs}
-        for spec in names:
-            spec = dict(spec, weight=spec.get("weight", 1.0))
-            flat.update(_flatten({k: v for k, v in spec.items() if k != "name"}, f"KD.LOSSES.{spec['name']}."))
-        return flat
-    for key in ("KD.LOSS_WEIGHTS", "KD.LOSS_START_ITERS"):
-        values = flat.pop(key, [])
-        if values:
-            assert len(values) == len(names), f"{key} has {len(values)} entries for {len(names)} losses"
-            flat.update({f"{key}.{n}": v for n, v in zip(names, values)})
+    for spec in flat.pop("KD.LOSSES", []):
+        entry = {k: spec[k] for k in ("weight", "params", "inputs")}
+        entry.update({"start_iter": spec["start_iter"]} if spec["start_iter"] else {})
+        flat.update(_flatten(entry, f"KD.LOSSES.{spec['tag']}."))
     return flat
 
 
@@ -220,9 +211,9 @@ def render(entries):
         "differs is listed with its source: a paper",
         "(section, equation, table), a reference repository and file, or \"our choice\" with the reason.",
         "Row labels, output folders, weights files, dataset names and the architectures (named by the",
-        "row labels) are not listed. Detection losses are keyed by name: `KD.LOSS_WEIGHTS.<loss>` is the",
-        "entry of `KD.LOSS_WEIGHTS` at the position of `<loss>` in `KD.LOSSES`; classification losses are",
-        "`KD.LOSSES.<loss>.weight` / `.params.<p>` / `.inputs.<arg>`.",
+        "row labels) are not listed. Losses are keyed by the tag of their `KD.LOSSES` entry (its loss name",
+        "unless the entry sets `tag`): `KD.LOSSES.<tag>.weight` / `.params.<p>` / `.inputs.<arg>` /",
+        "`.start_iter`, the same keys that override one entry on the command line.",
         "",
         "Papers: CKD = Zhu et al., \"CKD: Contrastive Knowledge Distillation from A Sample-wise",
         "Perspective\"; DCD = Giakoumoglou & Stathaki, \"Discriminative and Consistent Representation",

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from kd_det.core import (ResumableSampler, atomic_save, atomic_write, atomic_write_text, get_rng_state, isolated_rng,
-                         non_finite_term, resolve_amp, seed_all, set_rng_state)
+from kd_det.core import (FrozenTeacherMixin, ResumableSampler, atomic_save, atomic_write, atomic_write_text,
+                         get_rng_state, import_custom_modules, isolated_rng, non_finite_term, resolve_amp, seed_all,
+                         set_rng_state)
 from kd_det.errors import ConfigError
 
 
@@ -118,3 +119,64 @@ def test_non_finite_term_in_one_process():
 def test_resumable_sampler_skips_consumed_indices():
     inner = torch.utils.data.SequentialSampler(range(10))
     assert list(ResumableSampler(inner, start=4)) == [4, 5, 6, 7, 8, 9]
+
+
+# ------------------------------------------------------------------ frozen teacher
+class _Owner(FrozenTeacherMixin):
+    def __init__(self, teacher):
+        super().__init__()
+        self.student = torch.nn.Linear(3, 2)
+        self.teacher = teacher
+
+
+def test_frozen_teacher_is_outside_the_module_tree_and_stays_frozen():
+    teacher = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    owner = _Owner(teacher).train()
+    assert owner.teacher is teacher and not teacher.training       # eval() whatever train() is called on the owner
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert set(owner.state_dict()) == {"student.weight", "student.bias"}  # not in state_dict, parameters(), modules()
+    assert len(list(owner.parameters())) == 2 and teacher not in list(owner.modules())
+    owner.to(torch.float64)                                         # .to() / .half() / .cuda() move it with the owner
+    assert teacher[0].weight.dtype == torch.float64 and not teacher[0].weight.requires_grad
+    owner.eval().train()
+    assert owner.training and not teacher.training
+    owner.teacher = None
+    assert owner.teacher is None and owner.train() is owner
+
+
+# ------------------------------------------------------------------ KD.CUSTOM_IMPORTS
+def test_custom_imports_are_read_through_the_base_chain_before_the_merge(tmp_path, monkeypatch):
+    pkg = tmp_path / "pkgs" / "my_ext"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "one.py").write_text("LOADED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
+    (tmp_path / "base.yaml").write_text("KD:\n  CUSTOM_IMPORTS: [my_ext.one]\n")
+    child = tmp_path / "child.yaml"
+    child.write_text('_BASE_: "base.yaml"\nKD:\n  LOSSES: [{name: kd}]\nNOT_A_KEY: 1\n')  # raw: no merge, no key check
+    try:
+        assert import_custom_modules(str(child)) == ["my_ext.one"] and sys.modules["my_ext.one"].LOADED
+        assert import_custom_modules(str(child), ["KD.CUSTOM_IMPORTS", "[]"]) == []  # the override replaces the file's
+        assert import_custom_modules("") == [] and import_custom_modules(str(tmp_path / "base.yaml"), ["SEED", "1"])
+    finally:
+        for name in ("my_ext.one", "my_ext"):
+            sys.modules.pop(name, None)
+
+
+def test_custom_imports_errors_name_the_config_file_and_the_module(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "broken_ext.py").write_text("raise RuntimeError('boom')\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("KD:\n  CUSTOM_IMPORTS: [no_such_ext.losses]\n")
+    with pytest.raises(ConfigError, match=rf"^KD\.CUSTOM_IMPORTS of config file {cfg} names module "
+                                          r"'no_such_ext\.losses', which Python cannot find \(.*\); install its "
+                                          r"package or put its folder on PYTHONPATH\.$"):
+        import_custom_modules(str(cfg))
+    cfg.write_text("KD:\n  CUSTOM_IMPORTS: [broken_ext]\n")
+    with pytest.raises(ConfigError, match=rf"^KD\.CUSTOM_IMPORTS of config file {cfg}: importing module 'broken_ext' "
+                                          r"failed with RuntimeError: boom\.$"):
+        import_custom_modules(str(cfg))
+    sys.modules.pop("broken_ext", None)
+    cfg.write_text("KD:\n  CUSTOM_IMPORTS: my_ext.losses\n")
+    with pytest.raises(ConfigError, match=r"is 'my_ext\.losses'; it must be a list of module names"):
+        import_custom_modules(str(cfg))

@@ -51,9 +51,9 @@ def test_stock_recipes():
 def test_a_changed_value_is_caught():
     """A config value that no longer matches its entry is reported, both ways."""
     entries = [dict(e) for e in ENTRIES if e["config"].endswith("R101-R18/reviewkd.yaml")]
-    assert [e["key"] for e in entries] == ["KD.LOSS_WEIGHTS.reviewkd"]
+    assert [e["key"] for e in entries] == ["KD.LOSSES.reviewkd.weight"]
     entries[0]["value"] = "1.3"
     issues = recipes.problems(entries, [entries[0]["config"]])
-    assert issues == [f"{entries[0]['config']}: KD.LOSS_WEIGHTS.reviewkd: the config has 1.2, the csv 1.3"]
+    assert issues == [f"{entries[0]['config']}: KD.LOSSES.reviewkd.weight: the config has 1.2, the csv 1.3"]
     entries[0].update(value="1.2", source=" ")
     assert recipes.problems(entries, [entries[0]["config"]])[0].endswith("empty source")

@@ -7,6 +7,8 @@
         --output-dir output/coco-seeds --executor slurm --nodes 1 --num-gpus 4 --partition gpu
     python tools/sweep.py ... --executor local --jobs 2      # two runs at a time on this machine
     python tools/sweep.py ... --dry-run                     # list the runs and their commands only
+    python tools/sweep.py --configs configs/shapes/distill/dkd.yaml --seeds 0 1 --output-dir output/beta \
+        KD.LOSSES.dkd.params.beta 0.5 KD.LOSSES.dkd.weight 2.0   # one loss entry changed, by its tag
 
 Each run is the ordinary tools/train_net.py / tools/train_cls.py run with SEED k and OUTPUT_DIR
 <output-dir>/<config>/seed<k>; finished runs are skipped and unfinished ones resumed (--resume),

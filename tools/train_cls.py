@@ -4,7 +4,7 @@
     python tools/train_cls.py --config configs/classification/cifar100/resnet32x4-resnet8x4/teacher.yaml \
         DATA.ROOT datasets      # writes output/classification/cifar100/teachers/resnet32x4/model_final.pth
     python tools/train_cls.py --config configs/classification/cifar100/resnet32x4-resnet8x4/dcd.yaml \
-        DATA.ROOT datasets TEACHER.WEIGHTS output/classification/cifar100/teachers/resnet32x4/model_final.pth
+        DATA.ROOT datasets KD.TEACHER.WEIGHTS output/classification/cifar100/teachers/resnet32x4/model_final.pth
     torchrun --nproc_per_node 2 tools/train_cls.py --config ... [KEY VALUE ...]   # DDP
     python tools/train_cls.py --config ... --resume        # continue from last_checkpoint.pth
     python tools/train_cls.py --config ... --eval-only MODEL.WEIGHTS path.pth   # the teacher is not loaded

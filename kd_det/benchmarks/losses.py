@@ -27,11 +27,22 @@ import time
 
 import torch
 
-from kd_det.losses import build_loss, hcl_loss
+from kd_det.losses import LOSS_REGISTRY, build_loss, hcl_loss
 
-LOGIT_LOSSES = ("kd", "dkd", "ckd", "dcd")
-FEATURE_LOSSES = ("hcl", "reviewkd", "fitnet", "fgfi", "msd")
+
+def _needing_only(inputs):
+    """Registered losses whose always-required inputs are all among ``inputs``, in registry order."""
+    return tuple(n for n, c in LOSS_REGISTRY.items() if set(c.INPUTS) - set(c.OPTIONAL_INPUTS) <= set(inputs))
+
+
+# Every registered loss fed by (N, K) rows (logits; DCD-style embeddings get the logits) or by FPN
+# maps is timed; CRD (it needs dataset indices) has its own CIFAR-size case.
+LOGIT_LOSSES = _needing_only(("logits_s", "logits_t", "target", "emb_s", "emb_t"))
+FEATURE_LOSSES = ("hcl",) + _needing_only(("feats_s", "feats_t", "anchors", "gt_boxes"))
 ALL = LOGIT_LOSSES + FEATURE_LOSSES + ("crd",)
+# Detection settings where they differ from the defaults (CIFAR ones).
+_PARAMS = {"kd": {"temperature": 1.0}, "dkd": {"alpha": 1.0, "beta": 0.25, "temperature": 1.0},
+           "msd": {"sample_classification": False}}
 
 
 def _parse(argv):
@@ -123,24 +134,19 @@ def _logit_cases(args, device):
         t = torch.randn(n, k, generator=g).to(device)
         y = torch.randint(0, k, (n,), generator=g).to(device)
         setting = f"{images} img x {args.rois} RoIs = {n} x {k}"
+        tensors = {"logits_s": s, "logits_t": t, "target": y, "emb_s": s, "emb_t": t}
+        shapes = {key: k for key in tensors if key != "target"}
         for name in LOGIT_LOSSES:
             if name not in args.losses:
                 continue
+            cls = LOSS_REGISTRY[name]
             variants = [("", {})]
-            if name in ("ckd", "dcd") and n > args.chunk_size:
+            if "chunk_size" in cls.param_names() and n > args.chunk_size:
                 variants = [(f"blocked {args.chunk_size}", {"chunk_size": args.chunk_size}),
                             ("whole matrix", {"chunk_size": 0})]
             for note, extra in variants:
-                if name == "dcd":
-                    params = {"in_dim_s": k, "in_dim_t": k, **extra}
-                elif name == "dkd":
-                    params = {"alpha": 1.0, "beta": 0.25, "temperature": 1.0}
-                elif name == "kd":
-                    params = {"temperature": 1.0}
-                else:
-                    params = extra
-                loss = build_loss(name, **params).to(device)
-                call = (lambda l=loss: l(s, t, y)) if name == "dkd" else (lambda l=loss: l(s, t))
+                loss = build_loss(name, **cls.shape_params(shapes), **_PARAMS.get(name, {}), **extra).to(device)
+                call = lambda l=loss: l(**{arg: tensors[arg] for arg in l.required_inputs()})
                 yield name, setting, note or (f"proj {k}->128" if name == "dcd" else ""), \
                     (lambda c=call, l=loss: _step(c, [s], l.parameters()))
 
@@ -175,20 +181,16 @@ def _feature_cases(args, device):
         return
     fs, ft, anchors, gts, setting = _fpn_inputs(args, device)
     chans = [args.channels] * 5
+    tensors = {"feats_s": fs, "feats_t": ft, "anchors": anchors, "gt_boxes": gts}
     for name in wanted:
         if name == "hcl":
             yield name, setting, "HCL only, no ABF", lambda: _step(lambda: hcl_loss(fs, ft), fs.values())
             continue
-        params = {"in_channels": chans, "out_channels": chans}
-        if name == "msd":
-            params["sample_classification"] = False
-        loss = build_loss(name, **params).to(device)
-        if name == "fgfi":
-            call = lambda l=loss: l(fs, ft, anchors, gts)
-        else:
-            call = lambda l=loss: l(fs, ft)
+        params = LOSS_REGISTRY[name].shape_params({"feats_s": chans, "feats_t": chans})
+        loss = build_loss(name, **params, **_PARAMS.get(name, {})).to(device)
+        call = lambda l=loss: l(**{arg: tensors[arg] for arg in l.required_inputs()})
         note = {"reviewkd": "ABF + HCL", "fitnet": "1x1 adapters", "fgfi": "3x3 adapters, 8 GT/img",
-                "msd": "ABP, grids 1,2,4, no classifier"}[name]
+                "msd": "ABP, grids 1,2,4, no classifier"}.get(name, "")
         yield name, setting, note, (lambda c=call, l=loss: _step(c, fs.values(), l.parameters()))
 
 

@@ -7,7 +7,9 @@ import os
 
 from fvcore.common.config import CfgNode as CN
 
+from ..core import import_custom_modules
 from ..errors import ConfigError
+from ..kd_config import add_kd_config, finish_kd, old_key_error, prepare_kd
 
 __all__ = ["get_cls_cfg", "load_cls_config"]
 
@@ -20,18 +22,6 @@ _C.SEED = 0
 _C.DEVICE = "auto"
 # Deterministic cuDNN kernels (slower); seeds are always set
 _C.CUDNN_DETERMINISTIC = False
-
-_C.ROW = CN()
-# The row of kd_det/data/paper_results.csv this config reproduces: dataset column
-_C.ROW.DATASET = ""
-# ... teacher column (paper's model name)
-_C.ROW.TEACHER = ""
-# ... student column (paper's model name)
-_C.ROW.STUDENT = ""
-# ... method column ("teacher", "student", "KD", "DCD+KD", ...)
-_C.ROW.METHOD = ""
-# ... value column: the published top-1 (%)
-_C.ROW.PAPER_TOP1 = 0.0
 
 _C.DATA = CN()
 # "cifar100" (cifar-100-python pickles) or "imagenet" (train/ and val/ class folders)
@@ -68,18 +58,17 @@ _C.MODEL.ARCH = "resnet8x4"
 # Optional local checkpoint initialising MODEL.ARCH (empty = random initialisation)
 _C.MODEL.WEIGHTS = ""
 
-_C.TEACHER = CN()
-# Teacher architecture; empty = no teacher (plain cross-entropy: "teacher"/"student" rows)
-_C.TEACHER.ARCH = ""
-# Local teacher checkpoint (required with TEACHER.ARCH: no weights can be downloaded)
-_C.TEACHER.WEIGHTS = ""
-
-_C.KD = CN()
+# The shared distillation keys: KD.CUSTOM_IMPORTS, KD.TEACHER.WEIGHTS (a local teacher checkpoint, required with
+# KD.TEACHER.ARCH: no weights can be downloaded), KD.LOSSES (loss specs) and the row labels KD.LABEL.*
+add_kd_config(_C)
+# Teacher architecture, a key of kd_det.classification.models.MODEL_REGISTRY; empty = no teacher (plain
+# cross-entropy: "teacher" / "student" rows)
+_C.KD.TEACHER.ARCH = ""
+# Value column of the kd_det/data/paper_results.csv row this config reproduces: the published top-1 (%)
+# (classification only: detection reports read the papers' AP from that csv by the row labels)
+_C.KD.LABEL.PAPER_TOP1 = 0.0
 # Weight of the cross-entropy on ground-truth labels
 _C.KD.CE_WEIGHT = 1.0
-# Distillation terms for kd_det.losses.DistillLoss: a list of
-# {name: <registered loss>, weight: float, params: {...}, inputs: {...}}
-_C.KD.LOSSES = []
 # Linear warm-up (epochs) of all distillation terms, as DKD / ReviewKD train (0 = none)
 _C.KD.WARMUP_EPOCHS = 0
 
@@ -102,8 +91,12 @@ _C.SOLVER.SCHEDULER = "step"
 _C.SOLVER.STEPS = (150, 180, 210)
 # Step schedule factor
 _C.SOLVER.GAMMA = 0.1
+_C.SOLVER.AMP = CN()
 # Mixed precision (float16 + GradScaler on CUDA, bfloat16 on CPU); losses compute in float32
-_C.SOLVER.AMP = False
+_C.SOLVER.AMP.ENABLED = False
+# Autocast dtype when SOLVER.AMP.ENABLED, as detection's key: "float16" (with a GradScaler) or "bfloat16";
+# "" = float16 on CUDA, bfloat16 on CPU
+_C.SOLVER.AMP.PRECISION = ""
 # Save last_checkpoint.pth every this many epochs (and always after the last one)
 _C.SOLVER.CHECKPOINT_PERIOD = 1
 
@@ -120,43 +113,47 @@ def get_cls_cfg() -> CN:
 
 
 def load_cls_config(config_file: str = "", opts=()) -> CN:
-    """``get_cls_cfg()`` merged with a yaml file and ``KEY VALUE`` overrides.
+    """``get_cls_cfg()`` merged with a yaml file and ``KEY VALUE`` overrides (``KD.LOSSES.<tag>.weight 2.0``
+    and the like change one loss entry: :func:`kd_det.kd_config.prepare_kd`).
 
     Raises:
         ConfigError: naming the file or key at fault.
     """
+    if config_file and not os.path.isfile(config_file):
+        raise ConfigError(f"Config file {config_file} does not exist.")
+    import_custom_modules(config_file, opts)  # KD.CUSTOM_IMPORTS, before the merge: user losses register first
     cfg = get_cls_cfg()
     if config_file:
-        if not os.path.isfile(config_file):
-            raise ConfigError(f"Config file {config_file} does not exist.")
         try:
             cfg.merge_from_file(config_file)
         except KeyError as e:
-            raise ConfigError(f"Config file {config_file}: {e.args[0]} (not a key of "
-                              "get_cls_cfg()).") from None
+            raise old_key_error(e, f"Config file {config_file}") or ConfigError(
+                f"Config file {config_file}: {e.args[0]} (not a key of get_cls_cfg()).") from None
         except FileNotFoundError as e:
             raise ConfigError(f"Config file {config_file}: {e.filename} does not exist.") from None
+        except ValueError as e:
+            raise old_key_error(e, f"Config file {config_file}") or ConfigError(
+                f"Config file {config_file}: {e}.") from None
     if len(opts) % 2:
         raise ConfigError(f"Overrides must be KEY VALUE pairs; {opts[-1]!r} has no value.")
+    rest = prepare_kd(cfg, list(opts), "classification", config_file)
     try:
-        cfg.merge_from_list(list(opts))
+        cfg.merge_from_list(rest)
     except KeyError as e:
-        raise ConfigError(f"Override {e.args[0]} (not a key of get_cls_cfg()).") from None
+        raise old_key_error(e, "Override") or ConfigError(
+            f"Override {e.args[0]} (not a key of get_cls_cfg()).") from None
     except (ValueError, AssertionError) as e:
-        raise ConfigError(f"Override rejected: {e}.") from None
+        raise old_key_error(e, "Override") or ConfigError(f"Override rejected: {e}.") from None
+    finish_kd(cfg, config_file, list(opts), "classification")
     _check(cfg)
     return cfg
 
 
 def _check(cfg: CN) -> None:
-    if cfg.TEACHER.ARCH and not cfg.TEACHER.WEIGHTS:
-        raise ConfigError(f"TEACHER.ARCH is {cfg.TEACHER.ARCH!r} but TEACHER.WEIGHTS is empty: "
+    if cfg.KD.TEACHER.ARCH and not cfg.KD.TEACHER.WEIGHTS:
+        raise ConfigError(f"KD.TEACHER.ARCH is {cfg.KD.TEACHER.ARCH!r} but KD.TEACHER.WEIGHTS is empty: "
                           "give a local teacher checkpoint (train one with the teacher row config).")
-    if cfg.KD.LOSSES and not cfg.TEACHER.ARCH:
-        raise ConfigError("KD.LOSSES is set but TEACHER.ARCH is empty; distillation needs a teacher.")
-    for i, spec in enumerate(cfg.KD.LOSSES):
-        if not isinstance(spec, dict) or "name" not in spec:
-            raise ConfigError(f"KD.LOSSES[{i}] is {spec!r}; each entry must be a mapping with "
-                              "'name' (and optional 'weight', 'params', 'inputs').")
+    if cfg.KD.LOSSES and not cfg.KD.TEACHER.ARCH:
+        raise ConfigError("KD.LOSSES is set but KD.TEACHER.ARCH is empty; distillation needs a teacher.")
     if cfg.SOLVER.SCHEDULER not in ("step", "cosine"):
         raise ConfigError(f"SOLVER.SCHEDULER is {cfg.SOLVER.SCHEDULER!r}; use 'step' or 'cosine'.")

@@ -58,7 +58,7 @@ def run_digits(out: str, runs: Sequence[str] = RUNS, opts: Sequence[str] = ()) -
     results: Dict[str, Dict] = {}
     for name in runs:
         overrides: List[str] = ["DATA.ROOT", data, "OUTPUT_DIR", os.path.join(out, name),
-                                "TEACHER.WEIGHTS", teacher, *opts]
+                                "KD.TEACHER.WEIGHTS", teacher, *opts]
         cfg = load_cls_config(os.path.join(CONFIG_DIR, f"{name}.yaml"), overrides)
         cfg.freeze()
         results[name] = train(cfg)

@@ -1,9 +1,10 @@
 """The classification distiller: it only routes tensors.
 
-The student runs once with gradients, the teacher once under ``torch.no_grad()`` in eval
-mode; the distiller hands each loss of :class:`kd_det.losses.DistillLoss` exactly the
-inputs its ``required_inputs()`` asks for, from one fixed vocabulary. No method names
-appear here: a new loss needs no change to this file.
+The student runs once with gradients, the teacher (if a loss consumes one of its outputs) once
+under ``torch.no_grad()`` in eval mode; the distiller hands each loss of
+:class:`kd_det.losses.DistillLoss` exactly the inputs its ``required_inputs()`` /
+``optional_inputs()`` ask for, from :attr:`Distiller.PROVIDED_INPUTS` (a loss needing anything
+else is refused at build). No method names appear here: a new loss needs no change to this file.
 """
 from typing import Callable, Dict, Optional, Tuple
 
@@ -11,8 +12,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..core import FrozenTeacherMixin
 from ..errors import ConfigError
-from ..losses import DistillLoss
+from ..kd_config import loss_specs
+from ..losses import DistillLoss, check_inputs
 from .models import ClsNet
 
 __all__ = ["Distiller", "build_distill_loss"]
@@ -33,21 +36,17 @@ def build_distill_loss(specs, student: ClsNet, teacher: ClsNet, num_samples: int
     """``DistillLoss`` from config specs, its dimensions taken from the two models.
 
     Args:
-        specs: list of {"name", "weight", "params", "inputs"} (``KD.LOSSES``).
+        specs: ``KD.LOSSES``, a list of {name, weight, params, inputs, tag} (:mod:`kd_det.kd_config`).
         student, teacher: models exposing ``stage_channels``, ``stage_feat_channels`` and ``embed_dim``.
         num_samples: size of the training set (CRD's memory bank).
         num_classes: number of classes.
 
     Raises:
-        ConfigError: an unknown loss, parameter or spec key (the loss library's sentence), or a
-            spec with ``start_iter`` > 0 (the epoch loop does not hand the iteration to the losses;
+        ConfigError: a bad spec (:func:`kd_det.kd_config.loss_specs`), an unknown parameter (the loss
+            library's sentence), or a spec with ``start_iter`` > 0 (the epoch loop does not hand the iteration to the losses;
             ``KD.WARMUP_EPOCHS`` ramps the distillation terms in instead).
     """
-    for number, spec in enumerate(specs):
-        start = spec.get("start_iter", 0) if hasattr(spec, "get") else 0
-        if isinstance(start, int) and not isinstance(start, bool) and start > 0:
-            raise ConfigError(f"KD.LOSSES entry {number} ({spec.get('name')!r}) sets start_iter {start}, which "
-                              "classification training does not support; remove it or use KD.WARMUP_EPOCHS.")
+    specs = loss_specs(specs, "classification")  # the one spec check both tasks share
     shapes = {
         "logits_s": num_classes, "logits_t": num_classes,
         "emb_s": student.embed_dim, "emb_t": teacher.embed_dim,
@@ -56,65 +55,48 @@ def build_distill_loss(specs, student: ClsNet, teacher: ClsNet, num_samples: int
         "preact_feats_s": list(student.stage_feat_channels), "preact_feats_t": list(teacher.stage_feat_channels),
         "num_samples": num_samples, "num_classes": num_classes,
     }
+    check_inputs(specs, Distiller.PROVIDED_INPUTS, "classification")  # before a parameter error of such a loss
     try:
-        return DistillLoss([dict(s) for s in specs], shapes)
+        return DistillLoss(specs, shapes)
     except ValueError as e:
         raise ConfigError(f"KD.LOSSES: {e}") from None
 
 
-class Distiller(nn.Module):
+class Distiller(FrozenTeacherMixin):
     """Student + learnable loss parts; the frozen teacher is held outside the module tree.
 
-    The teacher is not a registered sub-module, so it is neither in ``state_dict()`` (it
-    comes from its own checkpoint) nor seen by DistributedDataParallel. It is frozen three
-    ways: ``requires_grad=False``, ``eval()`` whenever the distiller is put in training mode,
-    forward under ``torch.no_grad()``.
+    The teacher (:class:`kd_det.core.FrozenTeacherMixin`) is neither in ``state_dict()`` (it
+    comes from its own checkpoint) nor seen by DistributedDataParallel or the optimizer. It is
+    frozen three ways: ``requires_grad=False``, ``eval()`` whenever the distiller is put in
+    training mode, forward under ``torch.no_grad()``; and it runs only when a loss consumes one
+    of its outputs.
 
     Args:
         student: the trained model.
         teacher: the frozen teacher, or None for plain cross-entropy training.
-        criterion: a ``kd_det.losses.DistillLoss`` (None without a teacher).
+        criterion: a ``kd_det.losses.DistillLoss`` (None without a teacher); it may only need
+            inputs of :attr:`PROVIDED_INPUTS`.
         ce_weight: weight of the label cross-entropy.
     """
 
-    #: every input the distiller can provide to a loss
-    VOCABULARY = ("logits_s", "logits_t", "emb_s", "emb_t", "feats_s", "feats_t", "stage_feats_s",
-                  "stage_feats_t", "preact_feats_s", "preact_feats_t", "target", "index",
-                  "contrast_index", "teacher_classifier")
+    #: The loss inputs a classification training step provides (names of kd_det.losses.vocabulary.INPUTS).
+    PROVIDED_INPUTS = ("logits_s", "logits_t", "emb_s", "emb_t", "feats_s", "feats_t", "stage_feats_s",
+                       "stage_feats_t", "preact_feats_s", "preact_feats_t", "target", "index",
+                       "contrast_index", "teacher_classifier")
+    #: The provided inputs that are outputs of the teacher's forward (it runs only if a loss takes one).
+    TEACHER_OUTPUTS = ("logits_t", "emb_t", "feats_t", "stage_feats_t", "preact_feats_t")
 
     def __init__(self, student: ClsNet, teacher: Optional[ClsNet] = None,
                  criterion: Optional[nn.Module] = None, ce_weight: float = 1.0):
         super().__init__()
         self.student = student
+        self.teacher = teacher
         self.criterion = criterion
         self.ce_weight = float(ce_weight)
-        self._teacher = (teacher,)  # a tuple hides it from nn.Module registration
-        self.required = set(criterion.required_inputs()) if criterion is not None else set()
-        optional = (getattr(criterion, "optional_inputs", set)() if criterion is not None else set())
-        self.wanted = self.required | (set(optional) & set(self.VOCABULARY))
-        missing = self.required - set(self.VOCABULARY)
-        if missing:
-            raise ConfigError(f"The classification distiller cannot provide loss inputs "
-                             f"{sorted(missing)}; it provides {', '.join(self.VOCABULARY)}.")
-        if teacher is not None:
-            for p in teacher.parameters():
-                p.requires_grad_(False)
-            teacher.eval()
-
-    @property
-    def teacher(self) -> Optional[ClsNet]:
-        return self._teacher[0]
-
-    def train(self, mode: bool = True) -> "Distiller":
-        super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
-        return self
-
-    def _apply(self, fn, *args, **kwargs):  # .to(device) / .half() also move the teacher
-        if self.teacher is not None:
-            self.teacher._apply(fn, *args, **kwargs)
-        return super()._apply(fn, *args, **kwargs)
+        self.wanted = set()
+        if criterion is not None:
+            check_inputs(criterion, self.PROVIDED_INPUTS, "classification")
+            self.wanted = criterion.used_inputs() & set(self.PROVIDED_INPUTS)
 
     def forward(self, images: torch.Tensor, target: torch.Tensor,
                 index: Optional[torch.Tensor] = None,
@@ -135,17 +117,17 @@ class Distiller(nn.Module):
         losses = {"loss_ce": self.ce_weight * F.cross_entropy(out_s["logits"].float(), target)}
         if self.criterion is None:
             return losses, out_s["logits"]
-        teacher = self.teacher
-        with torch.no_grad():
-            out_t = teacher(images, with_features=True, preact="preact_feats_t" in self.wanted)
         available = {
-            "logits_s": out_s["logits"], "logits_t": out_t["logits"],
-            "emb_s": out_s["emb"], "emb_t": out_t["emb"],
-            "feats_s": out_s["feats"], "feats_t": out_t["feats"],
-            "stage_feats_s": out_s["stage_feats"], "stage_feats_t": out_t["stage_feats"],
-            "preact_feats_s": out_s["preact_feats"], "preact_feats_t": out_t["preact_feats"],
+            "logits_s": out_s["logits"], "emb_s": out_s["emb"], "feats_s": out_s["feats"],
+            "stage_feats_s": out_s["stage_feats"], "preact_feats_s": out_s["preact_feats"],
             "target": target, "index": index, "contrast_index": contrast_index,
-            "teacher_classifier": _frozen_call(teacher.get_classifier()),
         }
+        if self.wanted & set(self.TEACHER_OUTPUTS):
+            with torch.no_grad():
+                out_t = self.teacher(images, with_features=True, preact="preact_feats_t" in self.wanted)
+            available.update(logits_t=out_t["logits"], emb_t=out_t["emb"], feats_t=out_t["feats"],
+                             stage_feats_t=out_t["stage_feats"], preact_feats_t=out_t["preact_feats"])
+        if "teacher_classifier" in self.wanted:
+            available["teacher_classifier"] = _frozen_call(self.teacher.get_classifier())
         losses.update(self.criterion(**{k: available[k] for k in self.wanted}))
         return losses, out_s["logits"]

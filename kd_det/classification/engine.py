@@ -65,8 +65,9 @@ def _worker_init(worker_id: int) -> None:
 
 
 def _amp(cfg, device: torch.device):
-    """SOLVER.AMP: float16 autocast + GradScaler on CUDA, bfloat16 on CPU (:func:`kd_det.core.resolve_amp`)."""
-    return resolve_amp(device, bool(cfg.SOLVER.AMP))
+    """SOLVER.AMP.ENABLED / PRECISION: float16 autocast + GradScaler on CUDA, bfloat16 on CPU by default
+    (:func:`kd_det.core.resolve_amp`, as detection)."""
+    return resolve_amp(device, bool(cfg.SOLVER.AMP.ENABLED), cfg.SOLVER.AMP.PRECISION)
 
 
 @torch.no_grad()
@@ -128,9 +129,9 @@ def _build(cfg, num_samples: int, device: torch.device) -> Distiller:
     if cfg.MODEL.WEIGHTS:
         load_weights(student, cfg.MODEL.WEIGHTS, "MODEL.WEIGHTS")
     teacher = criterion = None
-    if cfg.TEACHER.ARCH:
-        teacher = build_model(cfg.TEACHER.ARCH, num_classes)
-        load_weights(teacher, cfg.TEACHER.WEIGHTS, "TEACHER.WEIGHTS")
+    if cfg.KD.TEACHER.ARCH:
+        teacher = build_model(cfg.KD.TEACHER.ARCH, num_classes)
+        load_weights(teacher, cfg.KD.TEACHER.WEIGHTS, "KD.TEACHER.WEIGHTS")
         if cfg.KD.LOSSES:
             criterion = build_distill_loss(cfg.KD.LOSSES, student, teacher, num_samples,
                                            num_classes)

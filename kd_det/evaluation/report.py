@@ -309,7 +309,7 @@ def _group_markdown(key, rows, arms, paper_datasets, plot_rel):
         out.append("The papers have no row for these runs (dataset, teacher, student, method).  ")
     derived = [r["run"] for r in rows if r["labels_derived"]]
     if derived:
-        out.append(f"Labels derived from the config (set KD.LABEL.* / ROW.*): {', '.join(derived)}.  ")
+        out.append(f"Labels derived from the config (set KD.LABEL.*): {', '.join(derived)}.  ")
     if plot_rel:
         out += ["", f"![{head} per method]({plot_rel})"]
     cats = sorted({c for r in rows for c in r["per_category"]})

@@ -1,13 +1,14 @@
 """Read a run directory's own outputs into one summary dict per run.
 
-Two kinds of runs are understood, both told apart by their ``config.yaml``:
+Two kinds of runs are understood; their ``config.yaml`` says which (:func:`config_task`: the keys only
+one task's schema has, e.g. ``KD.TEACHER.CONFIG_FILE`` vs ``KD.TEACHER.ARCH``), and both keep their
+labels in ``KD.LABEL.*`` (an older run's keys are moved there first, :func:`kd_det.config_migration.upgrade_dict`):
 
-* detection (``tools/train_net.py``, a Detectron2 OUTPUT_DIR): ``config.yaml`` (labels in
-  ``KD.LABEL.*``), ``evaluation.json`` (``results: {dataset: {"bbox": {AP...}}}``) and
-  ``metrics.json`` (one JSON object per line: ``iteration``, ``total_loss``, ``loss_*``);
-* classification (``tools/train_cls.py``): ``config.yaml`` (labels in ``ROW.*``) and
-  ``metrics.json`` (one record per epoch: ``epoch``, ``train/loss_*``, ``val/top1``,
-  ``val/top5``, ``val/best_top1``).
+* detection (``tools/train_net.py``, a Detectron2 OUTPUT_DIR): ``config.yaml``, ``evaluation.json``
+  (``results: {dataset: {"bbox": {AP...}}}``) and ``metrics.json`` (one JSON object per line:
+  ``iteration``, ``total_loss``, ``loss_*``);
+* classification (``tools/train_cls.py``): ``config.yaml`` and ``metrics.json`` (one record per
+  epoch: ``epoch``, ``train/loss_*``, ``val/top1``, ``val/top5``, ``val/best_top1``).
 
 A run is never dropped: whatever is wrong with it ends up in its ``status`` ("complete",
 "incomplete" or "missing") and a one-sentence ``note``.
@@ -15,18 +16,18 @@ A run is never dropped: whatever is wrong with it ends up in its ``status`` ("co
 import json
 import os
 
+from ..config_migration import upgrade_dict
 from ..core import atomic_write_text
+from ..kd_config import method_label
 
-__all__ = ["COMPLETE", "INCOMPLETE", "MISSING", "DET_METRICS", "CLS_METRICS", "LOSS_NAMES", "RUN_INFO",
-           "read_run", "read_metrics", "loss_curves", "write_run_info", "read_run_info", "scale_label"]
+__all__ = ["COMPLETE", "INCOMPLETE", "MISSING", "DET_METRICS", "CLS_METRICS", "RUN_INFO",
+           "read_run", "read_metrics", "loss_curves", "write_run_info", "read_run_info", "scale_label",
+           "config_task", "config_labels"]
 
 COMPLETE, INCOMPLETE, MISSING = "complete", "incomplete", "missing"
 # Headline metrics per task, in table order (percent).
 DET_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 CLS_METRICS = ("top1", "top5", "best_top1")
-# Registry name of a loss -> the papers' spelling, used when a run carries no label.
-LOSS_NAMES = {"kd": "KD", "dkd": "DKD", "ckd": "CKD", "dcd": "DCD", "reviewkd": "ReviewKD", "hcl": "ReviewKD",
-              "fitnet": "FitNet", "fgfi": "FGFI", "msd": "MSD", "crd": "CRD"}
 # Detectron2 dataset name -> the dataset column of kd_det/data/paper_results.csv.
 DATASET_ALIASES = {"coco_2017_val": "coco2017_val", "coco_2017_test-dev": "coco2017_test-dev"}
 
@@ -144,43 +145,43 @@ def _get(cfg, dotted, default=None):
     return node
 
 
-def _method_from_losses(names):
-    return "+".join(dict.fromkeys(LOSS_NAMES.get(str(n).lower(), str(n)) for n in names))
-
-
-def _det_labels(cfg):
-    """(teacher, student, method, derived?) of a detection config."""
-    teacher, student, method = (_get(cfg, f"KD.LABEL.{k}", "") or "" for k in ("TEACHER", "STUDENT", "METHOD"))
-    derived = not (method and (teacher if method == "teacher" else student))
-    if not student:
-        backbone = str(_get(cfg, "MODEL.BACKBONE.NAME", ""))
-        student = "MV2" if "mobilenet" in backbone.lower() else f"R{_get(cfg, 'MODEL.RESNETS.DEPTH', '')}"
-    if not teacher and _get(cfg, "KD.TEACHER.CONFIG_FILE"):
-        teacher = os.path.splitext(os.path.basename(_get(cfg, "KD.TEACHER.CONFIG_FILE")))[0]
-    if not method:
-        losses = _get(cfg, "KD.LOSSES") or []
-        method = _method_from_losses(losses) if losses else "student"
-    return teacher, student, method, derived
-
-
-def _cls_labels(cfg):
-    """(teacher, student, method, derived?) of a classification config."""
-    teacher, student, method = (_get(cfg, f"ROW.{k}", "") or "" for k in ("TEACHER", "STUDENT", "METHOD"))
-    derived = not (method and (teacher if method == "teacher" else student))
-    student = student or _get(cfg, "MODEL.ARCH", "") or ""
-    teacher = teacher or _get(cfg, "TEACHER.ARCH", "") or ""
-    if not method:
-        losses = [e.get("name", "?") if isinstance(e, dict) else e for e in (_get(cfg, "KD.LOSSES") or [])]
-        method = _method_from_losses(losses) if losses else "student"
-    return teacher, student, method, derived
-
-
-def _task_of(cfg, files):
-    if "ROW" in cfg or ("DATA" in cfg and "TEACHER" in cfg):
+def config_task(cfg):
+    """"detection" or "classification" from the keys only that task's config has (KD.TEACHER.CONFIG_FILE /
+    DATASETS vs KD.TEACHER.ARCH / DATA), for a loaded config's dump or a raw yaml chain; None if it has neither."""
+    teacher = _get(cfg, "KD.TEACHER") or {}
+    if "ARCH" in teacher or "DATA" in cfg:
         return "classification"
-    if "MODEL" in cfg or "evaluation.json" in files:
+    if "CONFIG_FILE" in teacher or "DATASETS" in cfg:
         return "detection"
     return None
+
+
+def config_labels(cfg, task):
+    """(dataset, teacher, student, method, derived?) of a config dict, in the papers' vocabulary.
+
+    Every label is ``KD.LABEL.*``; an empty one is derived ("derived?" is then True): the dataset from
+    DATASETS.TEST[0] (detection) / DATA.NAME (classification), the student from the backbone / MODEL.ARCH,
+    the teacher from KD.TEACHER.CONFIG_FILE / KD.TEACHER.ARCH, the method from KD.LOSSES ("student" without).
+    """
+    dataset, teacher, student, method = (_get(cfg, f"KD.LABEL.{k}", "") or ""
+                                         for k in ("DATASET", "TEACHER", "STUDENT", "METHOD"))
+    derived = not (method and (teacher if method == "teacher" else student))
+    if task == "classification":
+        dataset = dataset or _cls_dataset(cfg)
+        student = student or _get(cfg, "MODEL.ARCH", "") or ""
+        teacher = teacher or _get(cfg, "KD.TEACHER.ARCH", "") or ""
+    else:
+        tests = _get(cfg, "DATASETS.TEST") or [""]
+        dataset = dataset or DATASET_ALIASES.get(tests[0], tests[0])
+        if not student:
+            backbone = str(_get(cfg, "MODEL.BACKBONE.NAME", ""))
+            student = "MV2" if "mobilenet" in backbone.lower() else f"R{_get(cfg, 'MODEL.RESNETS.DEPTH', '')}"
+        if not teacher and _get(cfg, "KD.TEACHER.CONFIG_FILE"):
+            teacher = os.path.splitext(os.path.basename(_get(cfg, "KD.TEACHER.CONFIG_FILE")))[0]
+    if not method:
+        losses = _get(cfg, "KD.LOSSES") or []
+        method = method_label(losses) if losses else "student"
+    return dataset, teacher, student, method, derived
 
 
 def _read_detection(out, cfg, run_dir):
@@ -224,7 +225,6 @@ def _cls_dataset(cfg):
 
 
 def _read_classification(out, cfg):
-    out["dataset"] = _get(cfg, "ROW.DATASET") or _cls_dataset(cfg)
     epochs = _get(cfg, "SOLVER.EPOCHS")
     out["max_iter"] = epochs
     evals = [r for r in out["records"] if "val/top1" in r]
@@ -280,7 +280,7 @@ def read_run(run_dir, name=None):
         out["records"], bad = read_metrics(os.path.join(run_dir, "metrics.json"))
         if bad:
             notes.append(f"{bad} unparsable line(s) in metrics.json skipped")
-    cfg = out["config"]
+    cfg = out["config"] = upgrade_dict(out["config"])
     seed = cfg.get("SEED")
     out["seed"] = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
     if RUN_INFO in files:
@@ -290,13 +290,14 @@ def read_run(run_dir, name=None):
     info = out["run_info"] or {}
     out["world_size"], out["images_per_process"] = info.get("world_size"), info.get("images_per_process")
     out["scale"] = scale_label(out["run_info"])
-    out["task"] = _task_of(cfg, files) or ("classification" if any("epoch" in r for r in out["records"])
-                                           else "detection")
+    out["task"] = config_task(cfg) or ("classification" if any("epoch" in r for r in out["records"])
+                                       else "detection")  # no config.yaml: the records say
+    paper_dataset, out["teacher"], out["student"], out["method"], out["labels_derived"] = config_labels(
+        cfg, out["task"])
     if out["task"] == "classification":
-        out["teacher"], out["student"], out["method"], out["labels_derived"] = _cls_labels(cfg)
+        out["dataset"] = paper_dataset
         status, note = _read_classification(out, cfg)
     else:
-        out["teacher"], out["student"], out["method"], out["labels_derived"] = _det_labels(cfg)
         status, note = _read_detection(out, cfg, run_dir)
         out["bbox"] = dict(out["metrics"], **{f"AP-{k}": v for k, v in out["per_category"].items()})
     if not cfg:  # Detectron2 and train_cls.py always write one: without it the run cannot be placed
@@ -304,6 +305,6 @@ def read_run(run_dir, name=None):
         status, note = INCOMPLETE, "; ".join(n for n in (note, "no readable config.yaml: labels unknown") if n)
     out["status"] = status
     out["note"] = "; ".join([n for n in [note] + notes if n])
-    out["paper_dataset"] = DATASET_ALIASES.get(out["dataset"], out["dataset"])
+    out["paper_dataset"] = _get(cfg, "KD.LABEL.DATASET") or DATASET_ALIASES.get(out["dataset"], out["dataset"])
     return out
 

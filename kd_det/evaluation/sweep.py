@@ -16,8 +16,8 @@ script's own ``--resume``, so a sweep can simply be run again after a crash. Exe
 Configs are named by file globs or by the paper-table row they reproduce,
 ``dataset:teacher-student:method`` in the vocabulary of ``kd_det/data/paper_results.csv``
 (e.g. ``coco2017_val:R101-R18:DKD``, ``cifar100:resnet56-resnet20:CKD``), matched against each
-config's labels (``KD.LABEL.*`` + ``DATASETS.TEST[0]`` for detection, ``ROW.*`` for
-classification). ``tools/sweep.py`` is the command line.
+config's labels (``KD.LABEL.*``, both tasks; an empty dataset label is ``DATASETS.TEST[0]`` for detection,
+``DATA.NAME`` for classification). ``tools/sweep.py`` is the command line.
 """
 import concurrent.futures
 import difflib
@@ -31,7 +31,8 @@ import zlib
 
 from .. import REPO_ROOT
 from ..errors import ConfigError, UserError
-from .runs import COMPLETE, DATASET_ALIASES, _cls_dataset, _cls_labels, _det_labels, read_run
+from ..config_migration import upgrade_dict
+from .runs import COMPLETE, DATASET_ALIASES, config_labels, config_task as _task_of_dict, read_run
 
 __all__ = ["SweepJob", "TrainTask", "resolve_configs", "config_row", "plan", "run_sweep", "EXECUTORS"]
 
@@ -107,9 +108,9 @@ def _deep_update(into, new):
 
 
 def config_task(path):
-    """"classification" for a ``train_cls.py`` config (ROW / DATA sections), else "detection"."""
-    raw = _raw_yaml(path)
-    return "classification" if ("ROW" in raw or "DATA" in raw) else "detection"
+    """"classification" for a ``train_cls.py`` config, else "detection" (:func:`kd_det.evaluation.runs.config_task`
+    on the file's yaml chain)."""
+    return _task_of_dict(upgrade_dict(_raw_yaml(path))) or "detection"
 
 
 def config_row(path, task=None):
@@ -118,19 +119,10 @@ def config_row(path, task=None):
 
     task = task or config_task(path)
     if task == "classification":
-        from ..classification.config import load_cls_config
-
-        cfg = yaml.safe_load(load_cls_config(path, []).dump())
-        teacher, student, method, derived = _cls_labels(cfg)
-        dataset = (cfg.get("ROW") or {}).get("DATASET") or _cls_dataset(cfg)
+        from ..classification.config import load_cls_config as load
     else:
-        from ..engine.setup import load_config
-
-        cfg = yaml.safe_load(load_config(path).dump())
-        teacher, student, method, derived = _det_labels(cfg)
-        tests = (cfg.get("DATASETS") or {}).get("TEST") or [""]
-        dataset = DATASET_ALIASES.get(tests[0], tests[0])
-    return task, dataset, teacher, student, method, derived
+        from ..engine.setup import load_config as load
+    return (task, *config_labels(yaml.safe_load(load(path, []).dump()), task))
 
 
 def _raw_row(path):
@@ -140,13 +132,10 @@ def _raw_row(path):
     """
     import ast
 
-    raw = _raw_yaml(path)
-    if "ROW" in raw or "DATA" in raw:
-        row = raw.get("ROW") or {}
-        dataset, teacher, student, method = (row.get(k) or "" for k in ("DATASET", "TEACHER", "STUDENT", "METHOD"))
-    else:
-        label = (raw.get("KD") or {}).get("LABEL") or {}
-        teacher, student, method = (label.get(k) or "" for k in ("TEACHER", "STUDENT", "METHOD"))
+    raw = upgrade_dict(_raw_yaml(path))
+    label = (raw.get("KD") or {}).get("LABEL") or {}
+    dataset, teacher, student, method = (label.get(k) or "" for k in ("DATASET", "TEACHER", "STUDENT", "METHOD"))
+    if not dataset and _task_of_dict(raw) != "classification":
         tests = (raw.get("DATASETS") or {}).get("TEST") or ""
         if isinstance(tests, str):
             try:
@@ -214,7 +203,7 @@ def resolve_configs(specs):
                 if spec.lower().endswith(":teacher") and not hits:
                     hint += " (detection teachers are not trained here: train_net.py --eval-teacher measures them)"
                 raise ConfigError(f"--configs {spec}: no config under {CONFIGS_ROOT} reproduces the table row "
-                                  f"dataset:teacher-student:method {spec!r} (labels KD.LABEL.* / ROW.*){hint}.")
+                                  f"dataset:teacher-student:method {spec!r} (labels KD.LABEL.*){hint}.")
         else:
             hits = sorted(glob.glob(spec, recursive=True)) or sorted(
                 glob.glob(os.path.join(REPO_ROOT, spec), recursive=True))

@@ -7,38 +7,18 @@ several with weights with :class:`DistillLoss`; the stateless ones also exist as
 All return a 0-dim tensor computed in float32 (float64 for float64 inputs), also under
 autocast. See ``docs/losses.md`` for equations, defaults and the choices made.
 
-Input vocabulary (each loss class lists what its ``forward`` takes in ``INPUTS``; the
-optional ones also in ``OPTIONAL_INPUTS``):
-
-==================== ============================================================================
-``logits_s``         (N, C) student class logits (detection: R x (K+1), background LAST column)
-``logits_t``         (N, C) teacher class logits on the same samples / RoIs
-``target``           (N,) int64 class index (detection: assigned class, background = K)
-``emb_s``            (N, D_s) student embeddings (classification: penultimate features)
-``emb_t``            (N, D_t) teacher embeddings
-``feats_s``          list of (B, C_l, H_l, W_l) maps, or ordered dict level -> map (FPN p2..p6),
-                     finest / shallowest first
-``feats_t``          teacher maps, same structure as ``feats_s``
-``index``            (N,) int64 dataset indices (CRD memory bank)
-``contrast_index``   (N, K+1) int64 CRD negative indices, column 0 = ``index`` (optional)
-``teacher_classifier`` callable (M, D_t) -> (M, num_classes) logits (MSD cell labels)
-``anchors``          per FPN level (list, or dict keyed like the features) of (H_l*W_l*A, 4)
-                     xyxy anchors in Detectron2's order (FGFI)
-``gt_boxes``         per image, list of (G_i, 4) xyxy GT boxes (FGFI)
-``object_id``        (N,) int64 object each sample shows (detection: matched GT box, unique over
-                     the batch, -1 = background); optional for DCD / CKD
-==================== ============================================================================
-
-``shapes`` (for ``shape_params`` / ``DistillLoss``): input name -> int (vector dim, e.g.
-``shapes["emb_s"] = 64``, ``shapes["logits_t"] = 81``) or list of ints (channels per level,
-``shapes["feats_s"] = [64, 128, 256, 512]``), plus ``"num_samples"`` (dataset size, CRD) and
-``"num_classes"``.
+Input vocabulary: each loss class lists what its ``forward`` takes in ``INPUTS`` (the optional
+ones also in ``OPTIONAL_INPUTS``), all names of :data:`kd_det.losses.vocabulary.INPUTS`, the one
+table of input names with their shapes (also the ``shapes`` keys for ``shape_params`` /
+``DistillLoss``). Each registered class also gives ``example_inputs()``: small seeded inputs
+the registry-wide tests build and run it on.
 """
 from __future__ import annotations
 
-from ._common import LossModule, NonFiniteInputError, set_finite_check
+from . import vocabulary
+from ._common import LossExample, LossModule, NonFiniteInputError, set_finite_check
 from .ckd import CKDLoss, ckd_loss
-from .combine import DistillLoss
+from .combine import DistillLoss, check_inputs
 from .crd import CRDLoss
 from .dcd import DCDLoss, dcd_loss
 from .dkd import DKDLoss, dkd_loss, dkd_terms
@@ -47,9 +27,11 @@ from .fitnet import FitNetLoss
 from .kd import KDLoss, kd_loss
 from .msd import MSDLoss, msd_stage_loss, multi_scale_pool
 from .reviewkd import ReviewKDLoss, hcl_loss
+from .vocabulary import INPUTS, TEACHER_INPUTS
 
 __all__ = [
-    "LOSS_REGISTRY", "build_loss", "register_loss", "DistillLoss", "LossModule", "NonFiniteInputError", "set_finite_check",
+    "LOSS_REGISTRY", "build_loss", "register_loss", "loss_labels", "DistillLoss", "check_inputs", "LossModule",
+    "LossExample", "NonFiniteInputError", "set_finite_check", "vocabulary", "INPUTS", "TEACHER_INPUTS",
     "kd_loss", "dkd_loss", "dkd_terms", "ckd_loss", "dcd_loss", "hcl_loss", "msd_stage_loss", "multi_scale_pool",
     "fgfi_mask", "fgfi_masks",
     "KDLoss", "DKDLoss", "CKDLoss", "DCDLoss", "FitNetLoss", "FGFILoss", "ReviewKDLoss", "MSDLoss", "CRDLoss",
@@ -69,6 +51,12 @@ LOSS_REGISTRY: dict[str, type[LossModule]] = {
 }
 
 
+def loss_labels() -> dict[str, str]:
+    """Registry name -> the papers' spelling (each class's ``label()``), e.g. "fitnet" -> "FitNet", plus
+    "hcl" -> "ReviewKD" (ReviewKD's loss alone, as older configs name it); for method labels and tables."""
+    return {**{name: cls.label() for name, cls in LOSS_REGISTRY.items()}, "hcl": LOSS_REGISTRY["reviewkd"].label()}
+
+
 def build_loss(name: str, **params) -> LossModule:
     """Instantiate a registered loss: ``build_loss("dkd", alpha=1.0, beta=0.25, temperature=1.0)``.
 
@@ -82,7 +70,12 @@ def build_loss(name: str, **params) -> LossModule:
 
 
 def register_loss(name: str):
-    """Class decorator adding a :class:`LossModule` subclass to :data:`LOSS_REGISTRY` (for extensions)."""
+    """Class decorator adding a :class:`LossModule` subclass to :data:`LOSS_REGISTRY` (for extensions).
+
+    The class needs ``NAME`` (= ``name``), ``INPUTS`` (vocabulary names, :mod:`.vocabulary`), a
+    ``forward`` taking them, and an ``example_inputs()`` classmethod (the registry-wide tests
+    in ``tests/losses`` run it on that).
+    """
 
     def deco(cls):
         key = name.lower()
@@ -90,6 +83,9 @@ def register_loss(name: str):
             raise ValueError(f"Loss name {name!r} is already registered to {LOSS_REGISTRY[key].__name__}.")
         if not (isinstance(cls, type) and issubclass(cls, LossModule)):
             raise ValueError(f"register_loss({name!r}) expects a LossModule subclass, got {cls!r}.")
+        if cls.example_inputs.__func__ is LossModule.example_inputs.__func__:
+            raise ValueError(f"register_loss({name!r}): {cls.__name__} has no example_inputs(); every registered "
+                             "loss needs one (a classmethod returning a LossExample) for the registry-wide tests.")
         LOSS_REGISTRY[key] = cls
         return cls
 

@@ -33,11 +33,12 @@ holds one 4,096 x 8,192 block at a time instead of several 8,192 x 8,192 matrice
 """
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import (LossModule, cast, check_chunk, check_logit_pair, check_positive, check_same_object,
-                      compute_dtype, fp32_math, graph_zero, masked_info_nce, row_logsumexp, select_objects)
+from ._common import (LossExample, LossModule, cast, check_chunk, check_logit_pair, check_positive, check_same_object,
+                      compute_dtype, example_rng, fp32_math, graph_zero, masked_info_nce, row_logsumexp, select_objects)
 
 __all__ = ["ckd_loss", "CKDLoss"]
 
@@ -100,6 +101,13 @@ class CKDLoss(LossModule):
         check_chunk(self.NAME, chunk_size)
         self.same_object = check_same_object(self.NAME, same_object)
         self.temperature, self.chunk_size, self.foreground_only = float(temperature), int(chunk_size), bool(foreground_only)
+
+    @classmethod
+    def example_inputs(cls, n: int = 4, seed: int = 0, dtype: torch.dtype = torch.float32) -> LossExample:
+        """(n, 5) student / teacher logits."""
+        _, r = example_rng(seed, dtype)
+        inputs = {"logits_s": r(n, 5), "logits_t": r(n, 5)}
+        return LossExample({}, {"logits_s": 5, "logits_t": 5}, inputs)
 
     def forward(self, logits_s: Tensor, logits_t: Tensor, object_id: Tensor | None = None) -> Tensor:
         """(N, C), (N, C), optional (N,) object ids -> 0-dim loss."""

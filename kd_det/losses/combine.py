@@ -24,7 +24,7 @@ from typing import Mapping
 
 from torch import Tensor, nn
 
-__all__ = ["DistillLoss"]
+__all__ = ["DistillLoss", "check_inputs"]
 
 _SPEC_KEYS = ("name", "weight", "params", "inputs", "tag", "start_iter")
 
@@ -118,6 +118,11 @@ class DistillLoss(nn.Module):
         used = {self.input_maps[k][arg] for k, loss in self.losses.items() for arg in loss.INPUTS}
         return used - self.required_inputs()
 
+    def used_inputs(self) -> set[str]:
+        """Provided keys the losses read: the required ones plus the optional ones a loss uses when given
+        (each loss's ``used_inputs()``); a task computes these and nothing else."""
+        return {self.input_maps[k][arg] for k, loss in self.losses.items() for arg in loss.used_inputs()}
+
     def forward(self, iteration: int | None = None, **tensors) -> dict[str, Tensor]:
         """Provided tensors by key -> {"loss_<tag>": weight * value} (x 0 before the term's ``start_iter``).
 
@@ -146,3 +151,51 @@ class DistillLoss(nn.Module):
     def extra_repr(self) -> str:
         return ", ".join(f"{k}: weight={w}" + (f", start_iter={self.start_iters[k]}" if self.start_iters[k] else "")
                          for k, w in self.weights.items())
+
+
+def _needed_inputs(losses) -> list[tuple[str, dict[str, str]]]:
+    """(term, {provided key: loss argument}) of every input each term cannot run without."""
+    if isinstance(losses, DistillLoss):
+        return [(key, {losses.input_maps[key][arg]: arg for arg in loss.required_inputs()})
+                for key, loss in losses.losses.items()]
+    from . import LOSS_REGISTRY
+
+    out = []
+    for spec in losses:
+        cls = LOSS_REGISTRY.get(str(spec.get("name")).lower()) if isinstance(spec, Mapping) else None
+        if cls is None:
+            continue  # not a spec of a known loss: DistillLoss names the fault when it is built
+        remap = spec.get("inputs") if isinstance(spec.get("inputs"), Mapping) else {}
+        out.append((str(spec.get("tag") or spec["name"]).lower(),
+                    {remap.get(arg, arg): arg for arg in cls.INPUTS if arg not in cls.OPTIONAL_INPUTS}))
+    return out
+
+
+def check_inputs(losses, provided, where: str) -> None:
+    """Refuse, at build time, a configured loss that needs a tensor the task does not provide.
+
+    Args:
+        losses: a built :class:`DistillLoss` (each term's own ``required_inputs()``, which may depend on
+            its parameters, e.g. MSD's ``sample_classification``), or the spec list it is built from
+            (each class's always-required inputs: checked first, this names the real fault before a
+            parameter the task cannot derive, e.g. CRD's ``num_samples`` in detection, is reported).
+        provided: the names of :data:`kd_det.losses.vocabulary.INPUTS` the task hands to the losses.
+        where: the task, for the sentence ("detection", "classification").
+
+    Raises:
+        kd_det.errors.ConfigError: e.g. "KD.LOSSES: crd needs index, which detection does not provide
+            (it provides logits_s, ...)."
+        ValueError: ``provided`` holds a name that is not in the vocabulary (a bug of the task).
+    """
+    from ..errors import ConfigError
+    from .vocabulary import INPUTS
+
+    provided = set(provided)
+    unknown = sorted(provided - set(INPUTS))
+    if unknown:
+        raise ValueError(f"{where} declares loss inputs {unknown}, which are not in kd_det.losses.vocabulary.INPUTS.")
+    for term, needed in _needed_inputs(losses):
+        missing = [key if arg == key else f"{key} (as its {arg})" for key, arg in needed.items() if key not in provided]
+        if missing:
+            raise ConfigError(f"KD.LOSSES: {term} needs {', '.join(missing)}, which {where} does not provide "
+                              f"(it provides {', '.join(k for k in INPUTS if k in provided)}).")

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _common
-from ._common import LossModule, cast, check_positive, check_same_rows, fp32_math, graph_zero, module_dtype
+from ._common import (LossExample, LossModule, cast, check_positive, check_same_rows, example_rng, fp32_math, graph_zero,
+                      module_dtype)
 
 __all__ = ["CRDLoss"]
 
@@ -88,6 +89,15 @@ class CRDLoss(LossModule):
         self.register_buffer("memory_t", torch.rand(num_samples, feat_dim).mul_(2 * stdv).add_(-stdv))
         self.register_buffer("z_s", torch.tensor(-1.0))   # normalisation constants, set on the first call
         self.register_buffer("z_t", torch.tensor(-1.0))
+
+    @classmethod
+    def example_inputs(cls, n: int = 4, seed: int = 0, dtype: torch.dtype = torch.float32) -> LossExample:
+        """(n, 5) / (n, 6) embeddings, a 20-sample bank, K = 5 given negatives; eval mode (no bank update)."""
+        g, r = example_rng(seed, dtype)
+        inputs = {"emb_s": r(n, 5), "emb_t": r(n, 6), "index": torch.arange(n) % 20,
+                  "contrast_index": torch.randint(0, 20, (n, 6), generator=g)}
+        params = {"in_dim_s": 5, "in_dim_t": 6, "num_samples": 20, "feat_dim": 4, "nce_k": 5}
+        return LossExample(params, {"emb_s": 5, "emb_t": 6, "num_samples": 20}, inputs, train=False)
 
     @classmethod
     def shape_params(cls, shapes) -> dict:

@@ -52,8 +52,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._common import (LossModule, cast, check_chunk, check_nonnegative, check_positive, check_same_object,
-                      check_same_rows, compute_dtype, fp32_math, graph_zero, masked_info_nce, module_dtype,
+from ._common import (LossExample, LossModule, cast, check_chunk, check_nonnegative, check_positive, check_same_object,
+                      check_same_rows, compute_dtype, example_rng, fp32_math, graph_zero, masked_info_nce, module_dtype,
                       select_objects)
 
 __all__ = ["dcd_loss", "DCDLoss"]
@@ -238,6 +238,13 @@ class DCDLoss(LossModule):
         else:
             self.register_buffer("tau", tau)
             self.register_buffer("b", b)
+
+    @classmethod
+    def example_inputs(cls, n: int = 4, seed: int = 0, dtype: torch.dtype = torch.float32) -> LossExample:
+        """(n, 5) student / (n, 6) teacher embeddings, projected to 4 dims."""
+        _, r = example_rng(seed, dtype)
+        inputs = {"emb_s": r(n, 5), "emb_t": r(n, 6)}
+        return LossExample({"in_dim_s": 5, "in_dim_t": 6, "proj_dim": 4}, {"emb_s": 5, "emb_t": 6}, inputs)
 
     @classmethod
     def shape_params(cls, shapes) -> dict:

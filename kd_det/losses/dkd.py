@@ -26,8 +26,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import (LossModule, cast, check_logit_pair, check_nonnegative, check_positive, compute_dtype,
-                      fp32_math, graph_zero)
+from ._common import (LossExample, LossModule, cast, check_logit_pair, check_nonnegative, check_positive, compute_dtype,
+                      example_rng, fp32_math, graph_zero)
 from . import _common
 
 __all__ = ["dkd_loss", "dkd_terms", "DKDLoss"]
@@ -137,6 +137,14 @@ class DKDLoss(LossModule):
         check_nonnegative(self.NAME, "beta", beta)
         check_positive(self.NAME, "temperature", temperature)
         self.alpha, self.beta, self.temperature = float(alpha), float(beta), float(temperature)
+
+    @classmethod
+    def example_inputs(cls, n: int = 4, seed: int = 0, dtype: torch.dtype = torch.float32) -> LossExample:
+        """(n, 5) student / teacher logits, (n,) int64 targets in [0, 5)."""
+        g, r = example_rng(seed, dtype)
+        inputs = {"logits_s": r(n, 5), "logits_t": r(n, 5)}
+        inputs["target"] = torch.randint(0, 5, (n,), generator=g)
+        return LossExample({}, {"logits_s": 5, "logits_t": 5}, inputs)
 
     def forward(self, logits_s: Tensor, logits_t: Tensor, target: Tensor) -> Tensor:
         """(N, C), (N, C), (N,) -> 0-dim loss."""

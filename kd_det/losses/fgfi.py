@@ -29,7 +29,7 @@ drawn with standard deviation ``adapter_std`` = 1e-4 (a standard deviation, not 
 kept within +-2 std, the bias left at PyTorch's default (their truncated branch does not zero it).
 Their +-2 std bound wraps values with ``fmod``; ``nn.init.trunc_normal_`` redraws them instead (our
 choice: the same bound, a clean truncated normal). The same script's imitation weight (0.01) and
-400-iteration delay at batch 1 are set in the configs (``KD.LOSS_WEIGHTS`` / ``KD.LOSS_START_ITERS``).
+400-iteration delay at batch 1 are set in the configs (the ``weight`` / ``start_iter`` of its ``KD.LOSSES`` entry).
 
 Anchors follow Detectron2's ``DefaultAnchorGenerator`` layout: level ``l`` has
 ``H_l * W_l * A`` boxes (x0, y0, x1, y1) ordered location-major, anchor-minor
@@ -42,8 +42,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ._common import (LossModule, cast, channel_list, check_channels, check_nonnegative, check_positive, fp32_math,
-                      graph_zero, module_dtype, split_feature_pair)
+from ._common import (FeaturePairLoss, LossExample, cast, check_nonnegative, check_positive, fp32_math, graph_zero,
+                      module_dtype)
 
 __all__ = ["box_iou", "fgfi_mask", "fgfi_masks", "FGFILoss"]
 
@@ -108,7 +108,7 @@ def fgfi_mask(anchors: Tensor, gt_boxes: Tensor, feat_size, psi: float = 0.5) ->
     return fgfi_masks([anchors], [gt_boxes], [feat_size], psi)[0][0]
 
 
-class FGFILoss(LossModule):
+class FGFILoss(FeaturePairLoss):
     """Masked feature imitation with one adaptation conv per level.
 
     Args:
@@ -129,15 +129,12 @@ class FGFILoss(LossModule):
 
     NAME = "fgfi"
     INPUTS = ("feats_s", "feats_t", "anchors", "gt_boxes")
+    BUILT_FOR = "the adapter maps {} -> {}"
+    SAME_SIZE = True
 
     def __init__(self, in_channels, out_channels, psi: float = 0.5, adapter_kernel: int = 3,
                  max_over: str = "level", adapter_std: float | None = 1e-4):
-        super().__init__()
-        self.in_channels = check_channels(self.NAME, "in_channels", in_channels)
-        self.out_channels = check_channels(self.NAME, "out_channels", out_channels)
-        if len(self.in_channels) != len(self.out_channels):
-            raise ValueError(f"{self.NAME}: 'in_channels' has {len(self.in_channels)} levels but 'out_channels' "
-                             f"has {len(self.out_channels)}.")
+        super().__init__(in_channels, out_channels)
         check_nonnegative(self.NAME, "psi", psi)
         if psi >= 1:
             raise ValueError(f"{self.NAME}: parameter 'psi' must be < 1 (the best anchor itself must pass), got {psi}.")
@@ -158,20 +155,22 @@ class FGFILoss(LossModule):
                 nn.init.trunc_normal_(adapter.weight, mean=0.0, std=std, a=-2.0 * std, b=2.0 * std)
 
     @classmethod
-    def shape_params(cls, shapes) -> dict:
-        out = {}
-        if "feats_s" in shapes:
-            out["in_channels"] = channel_list(shapes["feats_s"])
-        if "feats_t" in shapes:
-            out["out_channels"] = channel_list(shapes["feats_t"])
-        return out
+    def example_inputs(cls, n: int = 4, seed: int = 0, dtype: torch.dtype = torch.float32) -> LossExample:
+        """FitNet's two levels (strides 8, 16; 2 anchors per location) and one GT box per image."""
+        params, shapes, inputs, _ = cls.example_maps(n, seed, dtype)
+        anchors = []
+        for size, stride in ((4, 8), (2, 16)):
+            ys, xs = torch.meshgrid(torch.arange(size) * stride, torch.arange(size) * stride, indexing="ij")
+            centers = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1).float()
+            boxes = [torch.cat([centers - half, centers + half], dim=1) for half in (stride * 0.75, stride * 1.5)]
+            anchors.append(torch.stack(boxes, dim=1).reshape(-1, 4))          # (H * W * 2, 4), location-major
+        inputs.update(anchors=anchors, gt_boxes=[torch.tensor([[4.0, 4.0, 20.0, 14.0]]) for _ in range(n)])
+        return LossExample(params, shapes, inputs)
 
     @fp32_math
     def forward(self, feats_s, feats_t, anchors, gt_boxes) -> Tensor:
         """See the class docstring for shapes; returns a 0-dim loss."""
-        names, maps_s, maps_t = split_feature_pair(self.NAME, feats_s, feats_t)
-        if len(maps_s) != len(self.adapters):
-            raise ValueError(f"{self.NAME}: got {len(maps_s)} levels but the loss was built for {len(self.adapters)}.")
+        names, maps_s, maps_t = self.split_levels(feats_s, feats_t)
         if isinstance(anchors, Mapping):
             missing = [n for n in names if n not in anchors]
             if missing:
@@ -182,13 +181,7 @@ class FGFILoss(LossModule):
         batch = maps_s[0].shape[0]
         if len(gt_boxes) != batch:
             raise ValueError(f"{self.NAME}: got GT boxes for {len(gt_boxes)} images but features for {batch}.")
-        for name, s, t, adapter in zip(names, maps_s, maps_t, self.adapters):
-            if s.shape[1] != adapter.in_channels or t.shape[1] != adapter.out_channels:
-                raise ValueError(f"{self.NAME}: level {name!r} has {s.shape[1]} student / {t.shape[1]} teacher "
-                                 f"channels but the adapter maps {adapter.in_channels} -> {adapter.out_channels}.")
-            if s.shape[-2:] != t.shape[-2:]:
-                raise ValueError(f"{self.NAME}: level {name!r} has student size {tuple(s.shape[-2:])} but teacher "
-                                 f"size {tuple(t.shape[-2:])}; they must match.")
+        self.check_levels(names, maps_s, maps_t)
         masks = fgfi_masks(anchors, gt_boxes, [t.shape[-2:] for t in maps_t], self.psi, self.max_over)
         num_pos = sum(int(m.sum()) for m in masks)
         if num_pos == 0:

@@ -11,10 +11,12 @@ every RoI (foreground and background) counts.
 """
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import LossModule, cast, check_logit_pair, check_positive, compute_dtype, fp32_math, graph_zero
+from ._common import (LossExample, LossModule, cast, check_logit_pair, check_positive, compute_dtype, example_rng, fp32_math,
+                      graph_zero)
 
 __all__ = ["kd_loss", "KDLoss"]
 
@@ -56,6 +58,13 @@ class KDLoss(LossModule):
         super().__init__()
         check_positive(self.NAME, "temperature", temperature)
         self.temperature = float(temperature)
+
+    @classmethod
+    def example_inputs(cls, n: int = 4, seed: int = 0, dtype: torch.dtype = torch.float32) -> LossExample:
+        """(n, 5) student / teacher logits."""
+        _, r = example_rng(seed, dtype)
+        inputs = {"logits_s": r(n, 5), "logits_t": r(n, 5)}
+        return LossExample({}, {"logits_s": 5, "logits_t": 5}, inputs)
 
     def forward(self, logits_s: Tensor, logits_t: Tensor) -> Tensor:
         """(N, C), (N, C) -> 0-dim loss."""

@@ -63,8 +63,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import (LossModule, cast, channel_list, check_channels, check_positive, compute_dtype, fp32_math,
-                      graph_zero, module_dtype, split_feature_pair)
+from ._common import (FeaturePairLoss, LossExample, cast, check_positive, compute_dtype, fp32_math, graph_zero,
+                      module_dtype)
 
 __all__ = ["ABP", "multi_scale_pool", "msd_stage_loss", "MSDLoss"]
 
@@ -123,7 +123,7 @@ def msd_stage_loss(vec_s: Tensor, vec_t: Tensor, labels: Tensor | None = None, t
     return (torch.logsumexp(logits, dim=1) - logits.diagonal()).mean()
 
 
-class MSDLoss(LossModule):
+class MSDLoss(FeaturePairLoss):
     """Multi-scale decoupled contrastive distillation over several stages.
 
     Args:
@@ -145,15 +145,11 @@ class MSDLoss(LossModule):
     NAME = "msd"
     INPUTS = ("feats_s", "feats_t", "teacher_classifier")
     OPTIONAL_INPUTS = ("teacher_classifier",)
+    LEVEL = "stage"
 
     def __init__(self, in_channels, out_channels, grids: Sequence[int] = (1, 2, 4), temperature: float = 1.0,
                  sample_classification: bool = True, label_stage: int = -1, hidden_channels: int | None = None):
-        super().__init__()
-        self.in_channels = check_channels(self.NAME, "in_channels", in_channels)
-        self.out_channels = check_channels(self.NAME, "out_channels", out_channels)
-        if len(self.in_channels) != len(self.out_channels):
-            raise ValueError(f"{self.NAME}: 'in_channels' has {len(self.in_channels)} stages but 'out_channels' "
-                             f"has {len(self.out_channels)}.")
+        super().__init__(in_channels, out_channels)
         if not grids or any(isinstance(g, bool) or not isinstance(g, int) or g <= 0 for g in grids):
             raise ValueError(f"{self.NAME}: parameter 'grids' must be a non-empty list of positive ints, "
                              f"got {grids!r}.")
@@ -171,14 +167,19 @@ class MSDLoss(LossModule):
             return self.INPUTS
         return ("feats_s", "feats_t")
 
+    def used_inputs(self) -> tuple[str, ...]:
+        return self.required_inputs()  # teacher_classifier: required with sample_classification, ignored without
+
     @classmethod
-    def shape_params(cls, shapes) -> dict:
-        out = {}
-        if "feats_s" in shapes:
-            out["in_channels"] = channel_list(shapes["feats_s"])
-        if "feats_t" in shapes:
-            out["out_channels"] = channel_list(shapes["feats_t"])
-        return out
+    def example_inputs(cls, n: int = 4, seed: int = 0, dtype: torch.dtype = torch.float32) -> LossExample:
+        """Two stages (2 -> 3, 3 -> 4 channels), grids (1, 2), a 4 -> 3 linear teacher classifier."""
+        params, shapes, inputs, generator = cls.example_maps(n, seed, dtype, out_channels=(3, 4))
+        classifier = nn.Linear(4, 3).to(dtype)
+        with torch.no_grad():
+            for p in classifier.parameters():
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
+        inputs["teacher_classifier"] = classifier
+        return LossExample(dict(params, grids=(1, 2)), shapes, inputs)
 
     @torch.no_grad()
     def cell_labels(self, pooled_t: Tensor, teacher_classifier: Callable) -> Tensor:
@@ -194,14 +195,8 @@ class MSDLoss(LossModule):
     @fp32_math
     def forward(self, feats_s, feats_t, teacher_classifier: Callable | None = None) -> Tensor:
         """Per-stage maps (+ teacher classifier) -> 0-dim loss summed over stages."""
-        names, maps_s, maps_t = split_feature_pair(self.NAME, feats_s, feats_t)
-        if len(maps_s) != len(self.projectors):
-            raise ValueError(f"{self.NAME}: got {len(maps_s)} stages but the loss was built for "
-                             f"{len(self.projectors)}.")
-        for name, s, t, c_in, c_out in zip(names, maps_s, maps_t, self.in_channels, self.out_channels):
-            if s.shape[1] != c_in or t.shape[1] != c_out:
-                raise ValueError(f"{self.NAME}: stage {name!r} has {s.shape[1]} student / {t.shape[1]} teacher "
-                                 f"channels but the loss was built for {c_in} / {c_out}.")
+        names, maps_s, maps_t = self.split_levels(feats_s, feats_t)
+        self.check_levels(names, maps_s, maps_t)
         if self.sample_classification and teacher_classifier is None:
             raise ValueError(f"{self.NAME}: input 'teacher_classifier' is required with sample_classification=True "
                              "(set it to False to skip the cell labels).")

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import (LossModule, cast, channel_list, check_channels, compute_dtype, fp32_math, graph_zero,
+from ._common import (FeaturePairLoss, LossExample, cast, check_channels, compute_dtype, fp32_math, graph_zero,
                       module_dtype, split_feature_pair)
 
 __all__ = ["ABF", "hcl_loss", "ReviewKDLoss"]
@@ -72,16 +72,32 @@ def hcl_loss(feats_s, feats_t, pool_sizes: Sequence[int] = (4, 2, 1)) -> Tensor:
                              f"{tuple(t.shape)}; they must match.")
     if maps_s[0].shape[0] == 0:
         return graph_zero(maps_s, maps_t)
-    dtype = compute_dtype(*maps_s, *maps_t)
+    return _hcl(maps_s, maps_t, pool_sizes, compute_dtype(*maps_s, *maps_t))
+
+
+def _hcl(maps_s: list[Tensor], maps_t: list[Tensor], pool_sizes: Sequence[int], dtype: torch.dtype) -> Tensor:
+    """HCL of checked, same-shape lists of maps (:class:`ReviewKDLoss` calls it directly: its inputs are
+    checked once, its ABF outputs have the teacher's shapes by construction).
+
+    A pooled size is pooled from the previous, finer pooled grid when that is exact (the grid divides
+    H and W, so its cells are equal blocks, and the new size divides the grid), else from the map:
+    the same means summed in another order (equal to rounding), with the map read once per side
+    instead of once per size and one pooling backward to full resolution instead of one per size.
+    """
     total = 0.0
     for s, t in zip(maps_s, maps_t):
         s, t = cast(s, dtype), cast(t, dtype)
+        h, w = s.shape[-2:]
         level, weight, weight_sum = F.mse_loss(s, t), 1.0, 1.0
+        pooled_s, pooled_t, grid = s, t, 0
         for k in pool_sizes:
-            if k >= min(s.shape[-2:]):
+            if k >= min(h, w):
                 continue
+            if not (grid and grid % k == 0 and h % grid == 0 and w % grid == 0):
+                pooled_s, pooled_t = s, t  # no exact coarser grid: pool the map itself
+            pooled_s, pooled_t, grid = F.adaptive_avg_pool2d(pooled_s, k), F.adaptive_avg_pool2d(pooled_t, k), k
             weight /= 2.0
-            level = level + weight * F.mse_loss(F.adaptive_avg_pool2d(s, k), F.adaptive_avg_pool2d(t, k))
+            level = level + weight * F.mse_loss(pooled_s, pooled_t)
             weight_sum += weight
         total = total + level / weight_sum
     return total
@@ -114,15 +130,21 @@ class ABF(nn.Module):
         """
         x = self.conv1(x)
         if self.att_conv is not None:
-            residual = F.interpolate(residual, size=x.shape[-2:], mode="nearest")
-            att = self.att_conv(torch.cat([x, residual], dim=1))
+            # att_conv (1x1) of [x, up(residual)] without building the concatenation: its weight split into
+            # the x and residual halves, the residual half applied before the nearest resampling (which
+            # picks pixels, so it commutes with a 1x1 conv: 4x fewer pixels). Same sums in another order.
+            conv, size = self.att_conv[0], x.shape[-2:]
+            w_x, w_r = conv.weight.split(x.shape[1], dim=1)
+            logits = F.conv2d(x, w_x, conv.bias) + F.interpolate(F.conv2d(residual, w_r), size=size, mode="nearest")
+            att = self.att_conv[1](logits)
+            residual = F.interpolate(residual, size=size, mode="nearest")
             x = x * att[:, 0:1] + residual * att[:, 1:2]
         if tuple(x.shape[-2:]) != tuple(out_size):
             x = F.interpolate(x, size=tuple(out_size), mode="nearest")
         return self.conv2(x), x
 
 
-class ReviewKDLoss(LossModule):
+class ReviewKDLoss(FeaturePairLoss):
     """ABF modules (learnable) followed by HCL.
 
     Args:
@@ -138,18 +160,13 @@ class ReviewKDLoss(LossModule):
             ``shapes["emb_s"]`` / ``shapes["emb_t"]``).
     """
 
-    NAME = "reviewkd"
+    NAME, LABEL = "reviewkd", "ReviewKD"
     INPUTS = ("feats_s", "feats_t", "emb_s", "emb_t")
     OPTIONAL_INPUTS = ("emb_s", "emb_t")
 
     def __init__(self, in_channels, out_channels, mid_channels: int | None = None,
                  pool_sizes: Sequence[int] = (4, 2, 1), pooled_level: bool = False, pooled_channels=None):
-        super().__init__()
-        self.in_channels = check_channels(self.NAME, "in_channels", in_channels)
-        self.out_channels = check_channels(self.NAME, "out_channels", out_channels)
-        if len(self.in_channels) != len(self.out_channels):
-            raise ValueError(f"{self.NAME}: 'in_channels' has {len(self.in_channels)} levels but 'out_channels' "
-                             f"has {len(self.out_channels)}.")
+        super().__init__(in_channels, out_channels)
         if not isinstance(pooled_level, bool):
             raise ValueError(f"{self.NAME}: parameter 'pooled_level' must be true or false, got {pooled_level!r}.")
         self.pooled_level = pooled_level
@@ -176,13 +193,18 @@ class ReviewKDLoss(LossModule):
     def required_inputs(self) -> tuple[str, ...]:
         return self.INPUTS if self.pooled_level else ("feats_s", "feats_t")
 
+    def used_inputs(self) -> tuple[str, ...]:
+        return self.required_inputs()  # emb_s / emb_t: required with pooled_level, ignored without
+
+    @classmethod
+    def example_inputs(cls, n: int = 4, seed: int = 0, dtype: torch.dtype = torch.float32) -> LossExample:
+        """FitNet's two levels, 2 ABF residual channels (no pooled level)."""
+        params, shapes, inputs, _ = cls.example_maps(n, seed, dtype)
+        return LossExample(dict(params, mid_channels=2), shapes, inputs)
+
     @classmethod
     def shape_params(cls, shapes) -> dict:
-        out = {}
-        if "feats_s" in shapes:
-            out["in_channels"] = channel_list(shapes["feats_s"])
-        if "feats_t" in shapes:
-            out["out_channels"] = channel_list(shapes["feats_t"])
+        out = super().shape_params(shapes)
         if isinstance(shapes.get("emb_s"), int) and isinstance(shapes.get("emb_t"), int):
             out["pooled_channels"] = [shapes["emb_s"], shapes["emb_t"]]
         return out
@@ -208,14 +230,10 @@ class ReviewKDLoss(LossModule):
             names = list(names) + ["pooled"]
             maps_s = list(maps_s) + [emb_s[:, :, None, None]]
             maps_t = list(maps_t) + [emb_t[:, :, None, None]]
-        if len(maps_s) != len(self.abfs):
-            raise ValueError(f"{self.NAME}: got {len(maps_s)} levels but the loss was built for {len(self.abfs)}.")
-        for name, s, t, c_in, c_out in zip(names, maps_s, maps_t, self.in_channels, self.out_channels):
-            if s.shape[1] != c_in or t.shape[1] != c_out:
-                raise ValueError(f"{self.NAME}: level {name!r} has {s.shape[1]} student / {t.shape[1]} teacher "
-                                 f"channels but the loss was built for {c_in} / {c_out}.")
+        self.check_level_count(len(maps_s))
+        self.check_levels(names, maps_s, maps_t)
         if maps_s[0].shape[0] == 0:
             return graph_zero(maps_s, maps_t, self)
         dtype = module_dtype(self)
         preds = self.fuse([cast(s, dtype) for s in maps_s], [t.shape[-2:] for t in maps_t])
-        return hcl_loss(preds, [cast(t, dtype) for t in maps_t], self.pool_sizes)
+        return _hcl(preds, maps_t, self.pool_sizes, dtype)

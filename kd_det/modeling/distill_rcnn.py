@@ -9,8 +9,10 @@ Per training step (no work done twice):
 1. student backbone + RPN, proposals sampled once (``label_and_sample_proposals``);
 2. student box head once on the sampled RoIs -> class logits (R, K+1), background last;
 3. teacher (under ``torch.no_grad``, in eval mode, not a submodule) backbone once, and its box
-   head on the *same* sampled RoIs over its own FPN features -> teacher logits (R, K+1);
-4. the tensors the configured losses need are handed to :class:`kd_det.losses.DistillLoss`:
+   head on the *same* sampled RoIs over its own FPN features -> teacher logits (R, K+1); only the
+   parts whose outputs a configured loss consumes run (:data:`TEACHER_PARTS`, decided at build);
+4. the tensors the configured losses need are handed to :class:`kd_det.losses.DistillLoss`
+   (:attr:`DistillRCNN.PROVIDED_INPUTS`; a loss needing anything else is refused at build):
 
    ============== =====================================================================
    ``logits_s/t``  (R, K+1) box-head class logits of student / teacher
@@ -29,17 +31,20 @@ import logging
 from collections import OrderedDict
 
 import torch
+from detectron2.config import configurable
 from detectron2.layers import get_norm
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.roi_heads import StandardROIHeads
 from detectron2.utils.events import get_event_storage
 
-from ..core import isolated_rng
+from ..core import FrozenTeacherMixin, isolated_rng
 from ..errors import ConfigError
-from ..losses import LOSS_REGISTRY, DistillLoss, build_loss
+from ..kd_config import legacy_specs
+from ..kd_config import loss_specs as kd_loss_specs
+from ..losses import DistillLoss, check_inputs
 from .teacher import build_teacher
 
-__all__ = ["DistillRCNN", "DISTILL_PREFIX", "loss_specs", "student_config"]
+__all__ = ["DistillRCNN", "DISTILL_PREFIX", "TEACHER_PARTS", "loss_specs", "student_config"]
 
 #: State-dict prefix of the learnable distillation parts (``DistillRCNN.distill``); the rest is the student.
 DISTILL_PREFIX = "distill."
@@ -47,39 +52,11 @@ DISTILL_PREFIX = "distill."
 logger = logging.getLogger(__name__)
 
 
-def _plain(node):
-    """CfgNode (possibly nested) -> plain dict with lists instead of tuples."""
-    if hasattr(node, "items"):
-        return {k: _plain(v) for k, v in node.items()}
-    return list(node) if isinstance(node, tuple) else node
-
-
 def loss_specs(cfg):
-    """``KD.LOSSES`` / ``LOSS_WEIGHTS`` / ``LOSS_START_ITERS`` / ``PARAMS`` / ``INPUTS`` -> DistillLoss specs."""
-    names = [str(n).lower() for n in cfg.KD.LOSSES]
-    weights = list(cfg.KD.LOSS_WEIGHTS) or [1.0] * len(names)
-    if len(weights) != len(names):
-        raise ConfigError(f"KD.LOSS_WEIGHTS has {len(weights)} entries but KD.LOSSES has {len(names)} "
-                          f"({', '.join(names)}); give one weight per loss.")
-    starts = list(cfg.KD.LOSS_START_ITERS) or [0] * len(names)
-    if len(starts) != len(names):
-        raise ConfigError(f"KD.LOSS_START_ITERS has {len(starts)} entries but KD.LOSSES has {len(names)} "
-                          f"({', '.join(names)}); give one start iteration per loss.")
-    for n, it in zip(names, starts):
-        if isinstance(it, bool) or not isinstance(it, int) or it < 0:
-            raise ConfigError(f"KD.LOSS_START_ITERS entry {it!r} (for {n}) must be an int >= 0.")
-    for n in names:
-        if n not in LOSS_REGISTRY:  # a typo: name it and the known losses, not the PARAMS it orphans
-            try:
-                build_loss(n)
-            except ValueError as e:
-                raise ConfigError(f"KD.LOSSES: {e}") from None
-    for key in ("PARAMS", "INPUTS"):
-        extra = sorted(set(cfg.KD[key]) - set(names))
-        if extra:
-            raise ConfigError(f"KD.{key} has entries {extra} for losses not in KD.LOSSES {names}.")
-    return [{"name": n, "weight": float(w), "start_iter": int(it), "params": _plain(cfg.KD.PARAMS.get(n, {})),
-             "inputs": _plain(cfg.KD.INPUTS.get(n, {}))} for n, w, it in zip(names, weights, starts)]
+    """``cfg.KD.LOSSES`` -> validated DistillLoss specs (:func:`kd_det.kd_config.loss_specs`; a config still in
+    the old detection form, e.g. edited after loading, is converted first)."""
+    legacy = legacy_specs(cfg.KD)
+    return kd_loss_specs(cfg.KD.LOSSES if legacy is None else legacy, "detection")
 
 
 def student_config(cfg):
@@ -128,59 +105,96 @@ def _object_ids(proposals, gt, num_classes):
     return torch.cat(ids)
 
 
-@META_ARCH_REGISTRY.register()
-class DistillRCNN(GeneralizedRCNN):
-    """Student GeneralizedRCNN + frozen teacher + the learnable distillation parts (``self.distill``)."""
+def _check_box_head(roi_heads, name):
+    """``roi_heads`` if it is a StandardROIHeads-style head with a box head, else one sentence naming ``name``."""
+    if not isinstance(roi_heads, StandardROIHeads) or getattr(roi_heads, "box_head", None) is None:
+        raise ConfigError(f"MODEL.ROI_HEADS.NAME {name!r}: DistillRCNN needs a StandardROIHeads-style head with a "
+                          "box head (Faster R-CNN).")
+    return roi_heads
 
-    def __init__(self, cfg):
+
+#: Teacher part -> the loss inputs whose computation runs it (``emb_t`` is the box head's output, the input of
+#: the box predictor; ``logits_t`` the predictor's class scores on it). A part no configured loss needs never runs.
+TEACHER_PARTS = {"backbone": ("feats_t", "emb_t", "logits_t"), "box_head": ("emb_t", "logits_t"),
+                 "box_predictor": ("logits_t",)}
+
+
+@META_ARCH_REGISTRY.register()
+class DistillRCNN(FrozenTeacherMixin, GeneralizedRCNN):
+    """Student GeneralizedRCNN + frozen teacher + the learnable distillation parts (``self.distill``).
+
+    Built from a config (``DistillRCNN(cfg)``, what ``build_model`` does) or from explicit arguments
+    (Detectron2's ``@configurable``): ``DistillRCNN(teacher=..., distill=..., feature_levels=[...],
+    backbone=..., proposal_generator=..., roi_heads=..., pixel_mean=..., pixel_std=...)``.
+
+    Args:
+        teacher: the teacher, a GeneralizedRCNN whose class logits / box-head features / FPN levels
+            the losses read; held frozen outside the module tree (:class:`kd_det.core.FrozenTeacherMixin`).
+        distill: the :class:`kd_det.losses.DistillLoss` of the configured losses; it may only need
+            inputs of :attr:`PROVIDED_INPUTS`.
+        feature_levels: FPN levels handed over as ``feats_s`` / ``feats_t``, finest first.
+        teacher_identity: what the teacher was loaded from ({"config_file", "weights", "sha256",
+            "matched_fraction"}); checkpoints record it and refuse to resume with another teacher.
+        **kwargs: the student's :class:`GeneralizedRCNN` arguments (backbone, proposal_generator,
+            roi_heads, pixel_mean, pixel_std, input_format, vis_period).
+    """
+
+    #: The loss inputs a detection training step provides (names of kd_det.losses.vocabulary.INPUTS).
+    PROVIDED_INPUTS = ("logits_s", "logits_t", "target", "emb_s", "emb_t", "feats_s", "feats_t", "anchors",
+                       "gt_boxes", "object_id")
+
+    @configurable
+    def __init__(self, *, teacher, distill, feature_levels, teacher_identity=None, **kwargs):
+        super().__init__(**kwargs)
+        _check_box_head(self.roi_heads, type(self.roi_heads).__name__)
+        self.teacher = teacher.to(self.device)  # frozen, not a submodule: not in state_dict, DDP or the optimizer
+        self.teacher_identity = teacher_identity
+        self._flip_for_teacher = teacher.input_format != self.input_format
+        self.feature_levels = list(feature_levels)
+        self.distill = distill
+        check_inputs(distill, self.PROVIDED_INPUTS, "detection")
+        self._needs = distill.used_inputs() & set(self.PROVIDED_INPUTS)
+        #: the teacher parts run per step (a subset of TEACHER_PARTS, in order; empty = the teacher never runs)
+        self.teacher_parts = tuple(p for p, inputs in TEACHER_PARTS.items() if self._needs & set(inputs))
+        parts = {k: sum(p.numel() for p in m.parameters()) for k, m in distill.losses.items()}
+        logger.info(f"Distillation losses: {distill.extra_repr() or 'none'}; inputs {sorted(self._needs)}; teacher "
+                    f"runs {', '.join(self.teacher_parts) or 'nothing'}; learnable parameters: "
+                    + (", ".join(f"{k} {n:,}" for k, n in parts.items()) or "none"))
+
+    @classmethod
+    def from_config(cls, cfg):
         if cfg.MODEL.MASK_ON:
             raise ConfigError("MODEL.MASK_ON True: DistillRCNN distils Faster R-CNN box heads only; mask heads are "
                               "not supported yet (set MODEL.MASK_ON False).")
-        super().__init__(**GeneralizedRCNN.from_config(cfg))
-        if not isinstance(self.roi_heads, StandardROIHeads) or getattr(self.roi_heads, "box_head", None) is None:
-            raise ConfigError(f"MODEL.ROI_HEADS.NAME {cfg.MODEL.ROI_HEADS.NAME!r}: DistillRCNN needs a "
-                              "StandardROIHeads-style head with a box head (Faster R-CNN).")
-        teacher, tcfg, self.teacher_identity = build_teacher(cfg)
-        self.__dict__["teacher"] = teacher.to(self.device)  # not a submodule: not in state_dict, DDP, optimizer
-        self._flip_for_teacher = tcfg.INPUT.FORMAT != cfg.INPUT.FORMAT
-        self.feature_levels = list(cfg.KD.FEATURE_LEVELS)
-        shapes = {"logits_s": self.roi_heads.num_classes + 1, "logits_t": teacher.roi_heads.num_classes + 1,
-                  "emb_s": self.roi_heads.box_head.output_shape.channels,
+        student = GeneralizedRCNN.from_config(cfg)  # first: the student draws the global RNG as a plain detector does
+        rh = _check_box_head(student["roi_heads"], cfg.MODEL.ROI_HEADS.NAME)
+        teacher, _, identity = build_teacher(cfg)
+        levels = list(cfg.KD.FEATURE_LEVELS)
+        shapes = {"logits_s": rh.num_classes + 1, "logits_t": teacher.roi_heads.num_classes + 1,
+                  "emb_s": rh.box_head.output_shape.channels,
                   "emb_t": teacher.roi_heads.box_head.output_shape.channels,
-                  "num_classes": self.roi_heads.num_classes + 1}
-        for side, model, config_file in (("s", self, "the student config"),
-                                         ("t", teacher, cfg.KD.TEACHER.CONFIG_FILE)):
-            out = model.backbone.output_shape()
-            missing = [lv for lv in self.feature_levels if lv not in out]
+                  "num_classes": rh.num_classes + 1}
+        for side, backbone, config_file in (("s", student["backbone"], "the student config"),
+                                            ("t", teacher.backbone, cfg.KD.TEACHER.CONFIG_FILE)):
+            out = backbone.output_shape()
+            missing = [lv for lv in levels if lv not in out]
             if missing:
                 raise ConfigError(f"KD.FEATURE_LEVELS names {missing}, which the backbone of {config_file} lacks "
                                   f"(it has {', '.join(out)}).")
-            shapes[f"feats_{side}"] = [out[lv].channels for lv in self.feature_levels]
+            shapes[f"feats_{side}"] = [out[lv].channels for lv in levels]
+        specs = loss_specs(cfg)
+        check_inputs(specs, cls.PROVIDED_INPUTS, "detection")  # before a parameter error of a loss that cannot run
         try:
             with isolated_rng():  # drawn after the student: must not shift the loader's / sampler's seeds
-                self.distill = DistillLoss(loss_specs(cfg), shapes)
+                distill = DistillLoss(specs, shapes)
         except ValueError as e:
             if isinstance(e, ConfigError):
                 raise
             raise ConfigError(f"KD.LOSSES: {e}") from None
         if cfg.KD.NORM:
-            _convert_batchnorm(self.distill, cfg.KD.NORM)
-        self._needs = self.distill.required_inputs() | self.distill.optional_inputs()
-        parts = {k: sum(p.numel() for p in m.parameters()) for k, m in self.distill.losses.items()}
-        logger.info(f"Distillation losses: {self.distill.extra_repr() or 'none'}; inputs {sorted(self._needs)}; "
-                    "learnable parameters: " + (", ".join(f"{k} {n:,}" for k, n in parts.items()) or "none"))
-
-    # -- the teacher is frozen three ways: requires_grad off, eval() always, no_grad forward --
-    def train(self, mode=True):
-        super().train(mode)
-        self.teacher.eval()
-        return self
-
-    def _apply(self, fn, *args, **kwargs):  # .to() / .cuda() / .half() move the teacher too
-        super()._apply(fn, *args, **kwargs)
-        if "teacher" in self.__dict__:
-            self.teacher._apply(fn, *args, **kwargs)
-        return self
+            _convert_batchnorm(distill, cfg.KD.NORM)
+        return {**student, "teacher": teacher, "distill": distill, "feature_levels": levels,
+                "teacher_identity": identity}
 
     def forward(self, batched_inputs):
         """Training: the student's detection losses + one ``loss_<name>`` per distillation loss.
@@ -198,11 +212,9 @@ class DistillRCNN(GeneralizedRCNN):
         predictions = rh.box_predictor(emb_s)
         losses.update(rh.box_predictor.losses(predictions, proposals))
 
-        t_features, logits_t, emb_t = self._teacher_forward(batched_inputs, boxes)
-        tensors = {"logits_s": predictions[0], "logits_t": logits_t, "emb_s": emb_s, "emb_t": emb_t,
-                   "target": torch.cat([p.gt_classes for p in proposals]),
+        tensors = {"logits_s": predictions[0], "emb_s": emb_s, "target": torch.cat([p.gt_classes for p in proposals]),
                    "feats_s": OrderedDict((lv, features[lv]) for lv in self.feature_levels),
-                   "feats_t": OrderedDict((lv, t_features[lv]) for lv in self.feature_levels)}
+                   **self._teacher_forward(batched_inputs, boxes)}
         if "gt_boxes" in self._needs:
             tensors["gt_boxes"] = [g.gt_boxes.tensor for g in gt]
         if "object_id" in self._needs:
@@ -216,12 +228,20 @@ class DistillRCNN(GeneralizedRCNN):
 
     @torch.no_grad()
     def _teacher_forward(self, batched_inputs, boxes):
-        """Teacher backbone once, its box head on the student's sampled RoIs; no RPN, no grad."""
-        t = self.teacher
+        """The teacher tensors the losses consume, running only ``self.teacher_parts``: the backbone once
+        (-> ``feats_t``, dict level -> (B, C, H, W)), the box pooler + head on the student's sampled RoIs
+        (-> ``emb_t``, (R, D_t)), the box predictor on them (-> ``logits_t``, (R, K+1)); no RPN, no grad."""
+        if not self.teacher_parts:
+            return {}
+        t, out = self.teacher, {}
         if self._flip_for_teacher:  # RGB <-> BGR when the two configs read images differently
             batched_inputs = [dict(x, image=x["image"].flip(0)) for x in batched_inputs]
         feats = t.backbone(t.preprocess_image(batched_inputs).tensor)
-        trh = t.roi_heads
-        emb_t = trh.box_head(trh.box_pooler([feats[f] for f in trh.box_in_features], boxes))
-        logits_t, _ = trh.box_predictor(emb_t)
-        return feats, logits_t, emb_t
+        if "feats_t" in self._needs:
+            out["feats_t"] = OrderedDict((lv, feats[lv]) for lv in self.feature_levels)
+        if "box_head" in self.teacher_parts:
+            trh = t.roi_heads
+            out["emb_t"] = trh.box_head(trh.box_pooler([feats[f] for f in trh.box_in_features], boxes))
+            if "box_predictor" in self.teacher_parts:
+                out["logits_t"] = trh.box_predictor(out["emb_t"])[0]
+        return out

@@ -7,11 +7,11 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from .. import REPO_ROOT
-from ..core import isolated_rng
+from ..core import freeze_, isolated_rng
 from ..errors import ConfigError
 from ..safe_load import read_detectron2_weights
 
-__all__ = ["build_teacher", "file_sha256", "freeze_", "resolve_path"]
+__all__ = ["build_teacher", "file_sha256", "resolve_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,11 +99,3 @@ def build_teacher(cfg):
                 "matched_fraction": round(fraction, 4)}
     logger.info(f"Teacher: {identity}")
     return teacher, tcfg, identity
-
-
-def freeze_(module):
-    """requires_grad off and eval mode for every parameter of ``module``; returns it."""
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module

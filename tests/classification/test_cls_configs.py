@@ -26,7 +26,7 @@ def _load(path):
 
 
 def _key(cfg):
-    return (cfg.ROW.DATASET, cfg.ROW.TEACHER, cfg.ROW.STUDENT, cfg.ROW.METHOD)
+    return (cfg.KD.LABEL.DATASET, cfg.KD.LABEL.TEACHER, cfg.KD.LABEL.STUDENT, cfg.KD.LABEL.METHOD)
 
 
 def test_every_csv_row_has_exactly_one_config():
@@ -36,13 +36,13 @@ def test_every_csv_row_has_exactly_one_config():
     by_key = {}
     for p in ROWS:
         cfg = _load(p)
-        if cfg.ROW.STUDENT:  # helpers (e.g. imagenet/teacher_resnet50.yaml) leave it empty
+        if cfg.KD.LABEL.STUDENT:  # helpers (e.g. imagenet/teacher_resnet50.yaml) leave it empty
             by_key.setdefault(_key(cfg), []).append((p, cfg))
     for r in rows:
         key = (r["dataset"], r["teacher"], r["student"], r["method"])
         assert len(by_key.get(key, [])) == 1, f"row {key}: configs {by_key.get(key)}"
         p, cfg = by_key[key][0]
-        assert cfg.ROW.PAPER_TOP1 == pytest.approx(float(r["value"]))
+        assert cfg.KD.LABEL.PAPER_TOP1 == pytest.approx(float(r["value"]))
         with open(p) as f:
             assert "kd_det/data/paper_results.csv row" in f.readline()
     assert len(by_key) == len(rows)
@@ -51,13 +51,13 @@ def test_every_csv_row_has_exactly_one_config():
 @pytest.mark.parametrize("path", ROWS, ids=lambda p: os.path.relpath(p, CONFIGS))
 def test_row_config_follows_the_recipe(path):
     cfg = _load(path)
-    ds, method = cfg.ROW.DATASET, cfg.ROW.METHOD
+    ds, method = cfg.KD.LABEL.DATASET, cfg.KD.LABEL.METHOD
     s = cfg.SOLVER
     if ds == "cifar100":
         light = cfg.MODEL.ARCH in ("mobilenetv2_cifar", "shufflenetv1", "shufflenetv2")
         assert (s.EPOCHS, tuple(s.STEPS), s.WEIGHT_DECAY) == (240, (150, 180, 210), 5e-4)
         if method == "CKD":  # CKD paper, Sec. IV-A.3: cosine; 64 / 0.05 same-, 32 / 0.01 mixed-architecture
-            mixed = _family(cfg.TEACHER.ARCH) != _family(cfg.MODEL.ARCH)
+            mixed = _family(cfg.KD.TEACHER.ARCH) != _family(cfg.MODEL.ARCH)
             assert (s.SCHEDULER, s.BATCH_SIZE, s.BASE_LR) == (("cosine", 32, 0.01) if mixed else ("cosine", 64, 0.05))
         else:
             assert (s.SCHEDULER, s.BATCH_SIZE, s.BASE_LR) == ("step", 64, 0.01 if light else 0.05)
@@ -67,13 +67,13 @@ def test_row_config_follows_the_recipe(path):
                     "KD": ("step", 512, 0.2),        # mdistiller configs/imagenet/r34_r18/kd.yaml
                     "CKD": ("cosine", 512, 0.2)}     # CKD paper, Sec. IV-A.3
         assert (s.SCHEDULER, s.BATCH_SIZE, s.BASE_LR) == expected.get(method, ("step", 256, 0.1))
-    arch_of = {"teacher": cfg.ROW.TEACHER}.get(method, cfg.ROW.STUDENT)
+    arch_of = {"teacher": cfg.KD.LABEL.TEACHER}.get(method, cfg.KD.LABEL.STUDENT)
     assert cfg.MODEL.ARCH == CSV_ARCH[(ds, arch_of)]
     specs = {spec["name"]: spec for spec in cfg.KD.LOSSES}
     if method in ("teacher", "student"):
-        assert not cfg.KD.LOSSES and not cfg.TEACHER.ARCH
+        assert not cfg.KD.LOSSES and not cfg.KD.TEACHER.ARCH
         return
-    assert cfg.TEACHER.ARCH == CSV_ARCH[(ds, cfg.ROW.TEACHER)]
+    assert cfg.KD.TEACHER.ARCH == CSV_ARCH[(ds, cfg.KD.LABEL.TEACHER)]
     expected = {"KD": {"kd"}, "DKD": {"dkd"}, "CKD": {"ckd"}, "DCD": {"dcd"}, "DCD+KD": {"dcd", "kd"},
                 "CRD": {"crd"}, "CRD+KD": {"crd", "kd"}, "ReviewKD": {"reviewkd"}, "MSD": {"msd"}}
     assert set(specs) == expected[method]
@@ -112,7 +112,7 @@ DKD_BETA = {"resnet56-resnet20": 2.0, "resnet110-resnet32": 2.0, "vgg13-vgg8": 6
 
 def test_dkd_rows_use_mdistillers_per_pair_settings():
     found = {os.path.basename(os.path.dirname(p)) for p in ROWS
-             if _load(p).ROW.METHOD == "DKD" and _load(p).ROW.DATASET == "cifar100"}
+             if _load(p).KD.LABEL.METHOD == "DKD" and _load(p).KD.LABEL.DATASET == "cifar100"}
     assert found == set(DKD_BETA)
     for pair, beta in DKD_BETA.items():
         cfg = _row("cifar100", pair, "dkd")
@@ -134,7 +134,7 @@ REVIEWKD_WEIGHT = {"wrn_40_2-wrn_16_2": 5.0, "wrn_40_2-wrn_40_1": 5.0, "wrn_40_2
 
 def test_reviewkd_rows_use_the_reference_weights_and_levels():
     found = {os.path.basename(os.path.dirname(p)) for p in ROWS
-             if _load(p).ROW.METHOD == "ReviewKD" and _load(p).ROW.DATASET == "cifar100"}
+             if _load(p).KD.LABEL.METHOD == "ReviewKD" and _load(p).KD.LABEL.DATASET == "cifar100"}
     assert found == set(REVIEWKD_WEIGHT)
     for pair, weight in REVIEWKD_WEIGHT.items():
         (spec,) = _row("cifar100", pair, "reviewkd").KD.LOSSES
@@ -168,7 +168,7 @@ def test_reviewkd_rows_build_the_reference_levels(key):
     cfg = _row(*key, "reviewkd")
     with torch.device("meta"):
         student = build_model(cfg.MODEL.ARCH, cfg.DATA.NUM_CLASSES)
-        teacher = build_model(cfg.TEACHER.ARCH, cfg.DATA.NUM_CLASSES)
+        teacher = build_model(cfg.KD.TEACHER.ARCH, cfg.DATA.NUM_CLASSES)
     loss = build_distill_loss(cfg.KD.LOSSES, student, teacher, num_samples=8,
                               num_classes=cfg.DATA.NUM_CLASSES).losses["reviewkd"]
     assert (loss.in_channels, loss.out_channels) == REVIEWKD_LEVELS[key]
@@ -184,7 +184,7 @@ def test_ckd_rows_follow_the_ckd_paper():
     same = {"resnet56-resnet20", "resnet110-resnet32", "resnet32x4-resnet8x4", "wrn_40_2-wrn_16_2",
             "wrn_40_2-wrn_40_1", "vgg13-vgg8"}
     found = {os.path.basename(os.path.dirname(p)) for p in ROWS
-             if _load(p).ROW.METHOD == "CKD" and _load(p).ROW.DATASET == "cifar100"}
+             if _load(p).KD.LABEL.METHOD == "CKD" and _load(p).KD.LABEL.DATASET == "cifar100"}
     assert found == mixed | same
     for pair in found:
         cfg = _row("cifar100", pair, "ckd")
@@ -206,7 +206,7 @@ def test_dcd_imagenet_resnet50_rows_use_mobilenet_v2():
     assert ("imagenet", "MobileNet") not in CSV_ARCH
     for method in ("dcd", "dcd_kd"):
         cfg = _row("imagenet", "resnet50-mobilenet_v2", method)
-        assert (cfg.ROW.STUDENT, cfg.MODEL.ARCH) == ("MobileNetV2", "mobilenet_v2")
+        assert (cfg.KD.LABEL.STUDENT, cfg.MODEL.ARCH) == ("MobileNetV2", "mobilenet_v2")
         assert cfg.OUTPUT_DIR.endswith(f"resnet50-mobilenet_v2/{method}")
     assert not os.path.exists(os.path.join(CONFIGS, "imagenet", "resnet50-mobilenet_v1"))
 
@@ -216,7 +216,7 @@ def test_msd_shufflenetv2_row_projects_layer3():
     (1,286,049 parameters), so the student's last distilled map is layer3, not conv2."""
     cfg = _row("cifar100", "resnet32x4-shufflenetv2", "msd")
     with torch.device("meta"):
-        student, teacher = build_model(cfg.MODEL.ARCH, 100), build_model(cfg.TEACHER.ARCH, 100)
+        student, teacher = build_model(cfg.MODEL.ARCH, 100), build_model(cfg.KD.TEACHER.ARCH, 100)
     loss = build_distill_loss(cfg.KD.LOSSES, student, teacher, num_samples=8, num_classes=100).losses["msd"]
     assert (loss.in_channels, loss.out_channels) == ([116, 232, 464], [64, 128, 256])
     assert sum(p.numel() for p in loss.projectors[-1].parameters()) == 1286049
@@ -226,12 +226,12 @@ def test_student_configs_point_at_their_teacher_config_output():
     outputs = {}
     for p in ALL:
         cfg = _load(p)
-        if cfg.ROW.METHOD == "teacher":
+        if cfg.KD.LABEL.METHOD == "teacher":
             outputs[os.path.join(cfg.OUTPUT_DIR, "model_final.pth")] = cfg.MODEL.ARCH
     for p in ROWS:
         cfg = _load(p)
-        if cfg.TEACHER.ARCH:
-            assert outputs.get(cfg.TEACHER.WEIGHTS) == cfg.TEACHER.ARCH, p
+        if cfg.KD.TEACHER.ARCH:
+            assert outputs.get(cfg.KD.TEACHER.WEIGHTS) == cfg.KD.TEACHER.ARCH, p
 
 
 def test_losses_build_for_every_pair_and_method():
@@ -239,15 +239,15 @@ def test_losses_build_for_every_pair_and_method():
     models, seen = {}, set()
     for p in ROWS:
         cfg = _load(p)
-        key = (cfg.TEACHER.ARCH, cfg.MODEL.ARCH, str(cfg.KD.LOSSES))
+        key = (cfg.KD.TEACHER.ARCH, cfg.MODEL.ARCH, str(cfg.KD.LOSSES))
         if not cfg.KD.LOSSES or key in seen:
             continue
         seen.add(key)
-        for arch in (cfg.TEACHER.ARCH, cfg.MODEL.ARCH):
+        for arch in (cfg.KD.TEACHER.ARCH, cfg.MODEL.ARCH):
             if arch not in models:  # only the dimensions are needed: no real weights
                 with torch.device("meta"):
                     models[arch] = build_model(arch, 1000 if arch in IMAGENET_ARCHS else 100)
-        loss = build_distill_loss(cfg.KD.LOSSES, models[cfg.MODEL.ARCH], models[cfg.TEACHER.ARCH],
+        loss = build_distill_loss(cfg.KD.LOSSES, models[cfg.MODEL.ARCH], models[cfg.KD.TEACHER.ARCH],
                                   num_samples=256, num_classes=cfg.DATA.NUM_CLASSES)
         assert {f"loss_{s['name']}" for s in cfg.KD.LOSSES} == {f"loss_{k}" for k in loss.losses}
 
@@ -260,7 +260,7 @@ def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="EPOCHZ"):
         load_cls_config(str(bad))
     with pytest.raises(ConfigError, match="TEACHER.WEIGHTS is empty"):
-        load_cls_config("", ["TEACHER.ARCH", "resnet8"])
+        load_cls_config("", ["KD.TEACHER.ARCH", "resnet8"])
     with torch.device("meta"):
         model = build_model("resnet8", 10)
     with pytest.raises(ConfigError, match="KD.LOSSES: Unknown loss 'dcdx'"):

@@ -13,8 +13,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def test_amp_on_cuda(tmp_path, tiny_cifar, smoke_teacher, train_cls):
     path = os.path.join(CONFIGS, "cifar100", "resnet32x4-resnet8x4", "dcd_kd.yaml")
     result = train_cls.main(["--config", path, *tiny_overrides(tiny_cifar, str(tmp_path)),
-                             "MODEL.ARCH", SMOKE_STUDENT, "TEACHER.ARCH", SMOKE_TEACHER,
-                             "TEACHER.WEIGHTS", smoke_teacher, "DEVICE", "cuda", "SOLVER.AMP", "True"])
+                             "MODEL.ARCH", SMOKE_STUDENT, "KD.TEACHER.ARCH", SMOKE_TEACHER,
+                             "KD.TEACHER.WEIGHTS", smoke_teacher, "DEVICE", "cuda", "SOLVER.AMP.ENABLED", "True"])
     (record,) = read_metrics(str(tmp_path))
     assert math.isfinite(record["train/loss_dcd"]) and math.isfinite(record["train/loss_kd"])
     assert result["num_images"] == 32

@@ -15,7 +15,7 @@ def test_two_process_gloo_ddp(tmp_path, tiny_cifar, smoke_teacher):
            os.path.join(REPO, "tools", "train_cls.py"),
            "--config", os.path.join(CONFIGS, "cifar100", "resnet32x4-resnet8x4", "dcd_kd.yaml"),
            *tiny_overrides(tiny_cifar, out), "MODEL.ARCH", SMOKE_STUDENT,
-           "TEACHER.ARCH", SMOKE_TEACHER, "TEACHER.WEIGHTS", smoke_teacher]
+           "KD.TEACHER.ARCH", SMOKE_TEACHER, "KD.TEACHER.WEIGHTS", smoke_teacher]
     proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -27,7 +27,7 @@ def test_teacher_then_dcd_and_ckd_students(tmp_path):
     short = ["SOLVER.BATCH_SIZE", "32", "MODEL.ARCH", "resnet8"]
     results = run_digits(str(tmp_path), ["teacher"], short + ["SOLVER.EPOCHS", "5", "SOLVER.STEPS", "(4,)"])
     results.update(run_digits(str(tmp_path), ["dcd", "ckd"], short + [
-        "SOLVER.EPOCHS", "4", "SOLVER.STEPS", "(3,)", "TEACHER.ARCH", "resnet8"]))
+        "SOLVER.EPOCHS", "4", "SOLVER.STEPS", "(3,)", "KD.TEACHER.ARCH", "resnet8"]))
     print({name: round(r["top1"], 2) for name, r in results.items()})
     for name, r in results.items():
         assert math.isfinite(r["loss"]) and r["num_images"] == 450

@@ -16,7 +16,7 @@ DCD_KD = os.path.join(CONFIGS, "cifar100", "resnet32x4-resnet8x4", "dcd_kd.yaml"
 
 def _argv(out, data, teacher, epochs):
     return ["--config", DCD_KD, *tiny_overrides(data, out, epochs), "MODEL.ARCH", SMOKE_STUDENT,
-            "TEACHER.ARCH", SMOKE_TEACHER, "TEACHER.WEIGHTS", teacher]
+            "KD.TEACHER.ARCH", SMOKE_TEACHER, "KD.TEACHER.WEIGHTS", teacher]
 
 
 def test_resume_repeats_the_uninterrupted_run(tmp_path, tiny_cifar, smoke_teacher, train_cls):

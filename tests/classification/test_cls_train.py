@@ -36,7 +36,7 @@ def test_one_epoch_per_method(method, tmp_path, tiny_cifar, smoke_teacher, train
     cfg = load_cls_config(path)
     argv = ["--config", path, *tiny_overrides(tiny_cifar, str(tmp_path)), "MODEL.ARCH", SMOKE_STUDENT]
     if cfg.KD.LOSSES:
-        argv += ["TEACHER.ARCH", SMOKE_TEACHER, "TEACHER.WEIGHTS", smoke_teacher,
+        argv += ["KD.TEACHER.ARCH", SMOKE_TEACHER, "KD.TEACHER.WEIGHTS", smoke_teacher,
                  "KD.LOSSES", repr(_small_losses(cfg))]
     if cfg.DATA.CONTRAST_K:  # CRD rows: the loader's negatives, as many as the loss draws
         argv += ["DATA.CONTRAST_K", "128"]
@@ -77,6 +77,38 @@ def test_teacher_is_frozen_and_outside_the_state_dict():
     assert logits.shape == (4, NUM_CLASSES)
 
 
+def test_a_loss_needing_what_classification_does_not_provide_is_refused_at_build():
+    """From the specs (before any parameter error) and from a built loss handed to the Distiller directly."""
+    from kd_det.errors import ConfigError
+    from kd_det.losses import DistillLoss
+
+    student, teacher = build_model("resnet8", NUM_CLASSES), build_model("resnet8", NUM_CLASSES)
+    provides = ", ".join(k for k in ("logits_s", "logits_t", "target", "emb_s", "emb_t", "feats_s", "feats_t",
+                                     "stage_feats_s", "stage_feats_t", "preact_feats_s", "preact_feats_t", "index",
+                                     "contrast_index", "teacher_classifier"))
+    assert set(Distiller.PROVIDED_INPUTS) == set(provides.split(", "))
+    sentence = (rf"^KD\.LOSSES: fgfi needs anchors, gt_boxes, which classification does not provide \(it provides "
+                rf"{provides}\)\.$")
+    with pytest.raises(ConfigError, match=sentence):
+        build_distill_loss([{"name": "fgfi"}], student, teacher, num_samples=8, num_classes=NUM_CLASSES)
+    fgfi = DistillLoss([{"name": "fgfi"}], {"feats_s": [16, 32, 64], "feats_t": [16, 32, 64]})
+    with pytest.raises(ConfigError, match=sentence):
+        Distiller(student, teacher, fgfi)
+
+
+def test_the_teacher_runs_only_when_a_loss_takes_its_outputs():
+    """Without distillation losses the teacher is never called; with a logit loss once per step."""
+    student, teacher = build_model("resnet8", NUM_CLASSES), build_model("resnet8", NUM_CLASSES)
+    calls = []
+    teacher.register_forward_hook(lambda *a: calls.append(1))
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, NUM_CLASSES, (2,))
+    Distiller(student, teacher, None)(x, y, torch.arange(2))
+    assert calls == []
+    kd = build_distill_loss([{"name": "kd"}], student, teacher, num_samples=8, num_classes=NUM_CLASSES)
+    Distiller(student, teacher, kd)(x, y, torch.arange(2))
+    assert calls == [1]
+
+
 def test_reviewkd_gets_the_reference_maps_and_the_pooled_level():
     """ReviewKD's CIFAR code: student post-activation stage maps, teacher pre-activation maps,
     plus the pooled embeddings as a last 1x1 level (ABF without residual, HCL at 1x1 only)."""
@@ -108,12 +140,12 @@ def test_reviewkd_gets_the_reference_maps_and_the_pooled_level():
 
 def test_missing_teacher_weights_is_one_clear_error(tmp_path, tiny_cifar, train_cls, capsys):
     argv = ["--config", os.path.join(PAIR, "kd.yaml"), *tiny_overrides(tiny_cifar, str(tmp_path)),
-            "TEACHER.WEIGHTS", str(tmp_path / "missing.pth")]
+            "KD.TEACHER.WEIGHTS", str(tmp_path / "missing.pth")]
     with pytest.raises(SystemExit) as e:
         train_cls.main(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: TEACHER.WEIGHTS file") and "missing.pth" in err and "\n" not in err
+    assert err.startswith("error: KD.TEACHER.WEIGHTS file") and "missing.pth" in err and "\n" not in err
 
 
 def test_wrong_teacher_checkpoint_names_the_file(tmp_path, smoke_teacher):
@@ -145,6 +177,6 @@ def test_eval_only_of_a_distillation_config_needs_no_teacher(tmp_path, tiny_cifa
     torch.save({"model": build_model(SMOKE_STUDENT, NUM_CLASSES).state_dict()}, weights)
     result = train_cls.main(["--config", os.path.join(PAIR, "dcd_kd.yaml"), "--eval-only",
                              *tiny_overrides(tiny_cifar, str(tmp_path / "out")), "MODEL.ARCH", SMOKE_STUDENT,
-                             "MODEL.WEIGHTS", weights, "TEACHER.ARCH", SMOKE_TEACHER,
-                             "TEACHER.WEIGHTS", str(tmp_path / "gone.pth")])
+                             "MODEL.WEIGHTS", weights, "KD.TEACHER.ARCH", SMOKE_TEACHER,
+                             "KD.TEACHER.WEIGHTS", str(tmp_path / "gone.pth")])
     assert result["num_images"] == 32 and 0.0 <= result["top1"] <= 100.0

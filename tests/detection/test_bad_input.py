@@ -130,31 +130,32 @@ def test_pth_weights_with_code_are_refused(tmp_path, run_tool, tiny_shapes, tiny
     assert not marker.exists()
 
 
-def distill_config(tmp_path, teacher_files, kd_yaml):
+def distill_config(tmp_path, teacher_files, spec="{name: kd}"):
+    """A DistillRCNN config file with one KD.LOSSES entry ``spec`` (a yaml flow map)."""
     cfg_file, weights = teacher_files
     path = tmp_path / "distill.yaml"
     path.write_text(f'_BASE_: "{os.path.abspath(CFG)}"\nMODEL:\n  META_ARCHITECTURE: DistillRCNN\n'
-                    f"KD:\n  TEACHER: {{CONFIG_FILE: '{cfg_file}', WEIGHTS: '{weights}'}}\n  LOSSES: ['kd']\n{kd_yaml}")
+                    f"KD:\n  TEACHER: {{CONFIG_FILE: '{cfg_file}', WEIGHTS: '{weights}'}}\n  LOSSES:\n    - {spec}\n")
     return ["--config-file", str(path)]
 
 
 def test_negative_temperature(tmp_path, run_tool, tiny_shapes, tiny_opts, teacher_files):
-    args = distill_config(tmp_path, teacher_files, "  PARAMS: {kd: {temperature: -1.0}}\n")
+    args = distill_config(tmp_path, teacher_files, "{name: kd, params: {temperature: -1.0}}")
     msg = one_sentence(run_tool("train_net.py", [*args, "OUTPUT_DIR", str(tmp_path / "out"), *tiny_opts], tiny_shapes))
     assert "KD.LOSSES: kd: parameter 'temperature' must be" in msg and "-1.0" in msg
 
 
 def test_negative_loss_weight(tmp_path, run_tool, tiny_shapes, tiny_opts, teacher_files):
-    args = distill_config(tmp_path, teacher_files, "  LOSS_WEIGHTS: [-0.5]\n")
+    args = distill_config(tmp_path, teacher_files, "{name: kd, weight: -0.5}")
     msg = one_sentence(run_tool("train_net.py", [*args, "OUTPUT_DIR", str(tmp_path / "out"), *tiny_opts], tiny_shapes))
     assert "kd: spec key 'weight' must be a finite number >= 0, got -0.5" in msg
 
 
 def test_unknown_loss_is_named_with_the_known_ones(tmp_path, run_tool, tiny_shapes, tiny_opts, teacher_files):
     """A typo in KD.LOSSES: the sentence names it and the known losses, not the KD.PARAMS entry it orphans."""
-    args = distill_config(tmp_path, teacher_files, "  PARAMS: {dkd: {temperature: 2.0}}\n")
+    args = distill_config(tmp_path, teacher_files, "{name: dkd, params: {temperature: 2.0}}")
     msg = one_sentence(run_tool("train_net.py", [*args, "OUTPUT_DIR", str(tmp_path / "out"), *tiny_opts,
-                                                 "KD.LOSSES", "['dkdd']"], tiny_shapes))
+                                                 "KD.LOSSES", "[{'name': 'dkdd'}]"], tiny_shapes))
     from kd_det.losses import LOSS_REGISTRY
 
     assert msg == (f"train_net.py: error: KD.LOSSES: Unknown loss 'dkdd'; known losses: "

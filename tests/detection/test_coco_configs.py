@@ -55,7 +55,7 @@ def test_config_builds_and_steps(path, teacher_weights):
     inst.gt_boxes, inst.gt_classes = Boxes(torch.tensor([[4.0, 6.0, 70.0, 90.0]])), torch.tensor([3])
     with EventStorage():  # 2 images: the ABF BatchNorms of ReviewKD need more than one value on p6
         losses = model([{"image": torch.rand(3, 128, 128) * 255, "instances": inst}] * 2)
-    for name in cfg.KD.LOSSES:
+    for name in (spec["tag"] for spec in cfg.KD.LOSSES):
         assert torch.isfinite(losses[f"loss_{name}"]), name
 
 
@@ -64,9 +64,10 @@ def test_fgfi_rows_follow_the_authors_code(pair):
     """twangnh/Distilling-Object-Detectors trainval_net_sup.py: imitation weight 0.01, no imitation for the first
     400 iterations at batch 1 (= 400 images = 50 iterations at batch 8), adapter init std 1e-4."""
     cfg = load_config(os.path.join(REPO, f"configs/COCO-Detection/distill/{pair}/fgfi.yaml"))
-    assert list(cfg.KD.LOSSES) == ["fgfi"] and list(cfg.KD.LOSS_WEIGHTS) == [0.01]
-    assert list(cfg.KD.LOSS_START_ITERS) == [50] and 50 * cfg.SOLVER.IMS_PER_BATCH == 400 * 1
-    assert cfg.KD.PARAMS.fgfi.adapter_std == 1e-4 and cfg.KD.PARAMS.fgfi.psi == 0.5
+    (spec,) = cfg.KD.LOSSES
+    assert [spec["name"]] == ["fgfi"] and [spec["weight"]] == [0.01]
+    assert [spec["start_iter"]] == [50] and 50 * cfg.SOLVER.IMS_PER_BATCH == 400 * 1
+    assert spec["params"]["adapter_std"] == 1e-4 and spec["params"]["psi"] == 0.5
 
 
 def test_mv2_fpn_trains_every_backbone_stage():

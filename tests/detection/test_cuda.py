@@ -10,6 +10,10 @@ import torch
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 CFG = "configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml"
+# configs/shapes/distill/dcd.yaml's DCD and KD entries plus ReviewKD, weight 1 each
+DCD_KD_REVIEWKD = str([{"name": "dcd", "params": {"alpha": 0.5, "proj_dim": 128, "tau_max": 10.0,
+                                                   "same_object": "exclude"}},
+                       {"name": "kd", "params": {"temperature": 1.0}}, {"name": "reviewkd"}])
 
 
 def test_amp_distillation_trains_and_resumes_on_cuda(tiny_shapes, tmp_path, run_tool, tiny_opts, teacher_files):
@@ -17,7 +21,7 @@ def test_amp_distillation_trains_and_resumes_on_cuda(tiny_shapes, tmp_path, run_
     out = str(tmp_path)
     common = ["--config-file", "configs/shapes/distill/dcd.yaml", "OUTPUT_DIR", out, *tiny_opts,
               "MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", "True", "KD.TEACHER.CONFIG_FILE", cfg_file,
-              "KD.TEACHER.WEIGHTS", weights, "KD.LOSSES", "['dcd', 'kd', 'reviewkd']", "KD.LOSS_WEIGHTS", "[1.0, 1.0, 1.0]",
+              "KD.TEACHER.WEIGHTS", weights, "KD.LOSSES", DCD_KD_REVIEWKD,
               "SOLVER.LOG_PERIOD", "1", "SOLVER.CHECKPOINT_PERIOD", "3", "DATASETS.TEST", "()"]
     r = run_tool("train_net.py", [*common, "SOLVER.MAX_ITER", "6"], tiny_shapes)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -52,7 +56,7 @@ def test_float32_losses_under_float16_autocast(teacher_files):
     cfg_file, weights = teacher_files
     cfg = load_config(CFG, ["MODEL.DEVICE", "cuda", "MODEL.META_ARCHITECTURE", "DistillRCNN",
                             "KD.TEACHER.CONFIG_FILE", cfg_file, "KD.TEACHER.WEIGHTS", weights,
-                            "KD.LOSSES", "['kd', 'dkd', 'ckd', 'reviewkd']", "KD.LOSS_WEIGHTS", "[1, 1, 1, 1]"])
+                            "KD.LOSSES", str([{"name": n} for n in ("kd", "dkd", "ckd", "reviewkd")])])
     model = build_model(cfg).train()
     inst = Instances((128, 160))
     inst.gt_boxes = Boxes(torch.tensor([[10.0, 12.0, 60.0, 70.0]]))

@@ -19,10 +19,12 @@ SMALL = ["MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MOD
 
 
 def distill_cfg(teacher_files, losses, weights=None, extra=(), base="configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml"):
+    """``base`` with KD.LOSSES ``losses`` (names) and ``weights``; a loss ``base`` configures keeps its params."""
     cfg_file, weights_file = teacher_files
+    kept = {spec["tag"]: spec for spec in load_config(os.path.join(REPO, base)).KD.LOSSES}
+    specs = [dict(kept.get(n, {"name": n}), weight=w) for n, w in zip(losses, weights or [1.0] * len(losses))]
     opts = ["MODEL.META_ARCHITECTURE", "DistillRCNN", "KD.TEACHER.CONFIG_FILE", cfg_file,
-            "KD.TEACHER.WEIGHTS", weights_file, "KD.LOSSES", str(losses),
-            "KD.LOSS_WEIGHTS", str(weights or [1.0] * len(losses)), *SMALL, *extra]
+            "KD.TEACHER.WEIGHTS", weights_file, "KD.LOSSES", str(specs), *SMALL, *extra]
     return load_config(os.path.join(REPO, base), opts)
 
 
@@ -55,7 +57,8 @@ def test_one_step_structure(teacher_files, losses):
     t_rpn = count_calls(model.teacher.proposal_generator)
     with EventStorage():
         out = model(batch())
-    assert (len(s_calls), len(t_calls), len(t_rpn)) == (1, 1, 0)
+    box_head_t = int(bool({"dcd", "kd", "ckd", "dkd"} & set(losses)))  # only a logit / embedding loss needs it
+    assert (len(s_calls), len(t_calls), len(t_rpn)) == (1, box_head_t, 0)
     for name in losses:
         assert torch.isfinite(out[f"loss_{name}"]), name
     assert {"loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"} <= set(out)
@@ -65,6 +68,61 @@ def test_one_step_structure(teacher_files, losses):
     assert not any(k.startswith("teacher") for k in model.state_dict())  # teacher reloads from its own file
     if list(model.distill.parameters()):
         assert any(p.grad is not None for p in model.distill.parameters())
+
+
+@pytest.mark.parametrize("losses, backbone_t, box_head_t, predictor_t", [
+    (["dkd"], 1, 1, 1),                # logits_t: the whole teacher path
+    (["dcd"], 1, 1, 0),                # DCD on the box-head features (emb_t): no teacher predictor
+    (["reviewkd"], 1, 0, 0),           # FPN levels only: no teacher box head
+    (["dkd", "reviewkd"], 1, 1, 1),
+    ([], 0, 0, 0),                     # no loss takes a teacher tensor: the teacher never runs
+])
+def test_teacher_runs_only_what_the_losses_consume(teacher_files, losses, backbone_t, box_head_t, predictor_t):
+    """Decided once at build from the losses' inputs; the student's box head runs once per step regardless."""
+    model = build_model(distill_cfg(teacher_files, losses)).train()
+    t = model.teacher
+    calls = {"student box head": count_calls(model.roi_heads.box_head), "teacher backbone": count_calls(t.backbone),
+             "teacher box pooler": count_calls(t.roi_heads.box_pooler),
+             "teacher box head": count_calls(t.roi_heads.box_head),
+             "teacher box predictor": count_calls(t.roi_heads.box_predictor)}
+    for _ in range(2):
+        with EventStorage():
+            out = model(batch())
+    assert {k: len(v) for k, v in calls.items()} == {
+        "student box head": 2, "teacher backbone": 2 * backbone_t, "teacher box pooler": 2 * box_head_t,
+        "teacher box head": 2 * box_head_t, "teacher box predictor": 2 * predictor_t}
+    assert all(torch.isfinite(out[f"loss_{name}"]) for name in losses)
+
+
+def test_built_from_explicit_arguments(teacher_files):
+    """@configurable: DistillRCNN(cfg), or DistillRCNN(teacher=..., distill=..., ...) for code building its parts."""
+    from kd_det.losses import DistillLoss
+    from kd_det.modeling.distill_rcnn import DistillRCNN
+
+    args = DistillRCNN.from_config(distill_cfg(teacher_files, ["dkd"]))
+    distill = DistillLoss([{"name": "kd", "weight": 0.5}])            # replaces the config's dkd
+    model = DistillRCNN(**dict(args, distill=distill, feature_levels=["p3"])).train()
+    assert model.distill is distill and model.teacher is args["teacher"] and model.feature_levels == ["p3"]
+    assert model.teacher_parts == ("backbone", "box_head", "box_predictor")
+    with EventStorage():
+        out = model(batch())
+    assert set(out) >= {"loss_kd", "loss_cls"} and torch.isfinite(out["loss_kd"])
+
+
+def test_a_loss_needing_what_detection_does_not_provide_is_refused_at_build(teacher_files):
+    """One sentence at build time, not a ValueError at the first step: from the loss class (CRD's index) before
+    any parameter error, and from the built loss (MSD's cell labels need the teacher classifier)."""
+    from kd_det.modeling.distill_rcnn import DistillRCNN
+
+    provides = ", ".join(k for k in ("logits_s", "logits_t", "target", "emb_s", "emb_t", "feats_s", "feats_t",
+                                     "anchors", "gt_boxes", "object_id"))
+    assert set(DistillRCNN.PROVIDED_INPUTS) == set(provides.split(", "))
+    _error(teacher_files, rf"^KD\.LOSSES: crd needs index, which detection does not provide \(it provides "
+                          rf"{provides}\)\.$", losses=["crd"])
+    _error(teacher_files, r"^KD\.LOSSES: msd needs teacher_classifier, which detection does not provide \(it "
+                          r"provides logits_s, .*, object_id\)\.$", losses=["msd"])
+    _error(teacher_files, r"^KD\.LOSSES: kd needs stage_feats_s \(as its logits_s\), which detection does not "
+                          r"provide", extra=["KD.LOSSES.kd.inputs.logits_s", "stage_feats_s"])
 
 
 @pytest.mark.parametrize("losses", [["dcd", "kd"], ["ckd", "reviewkd"], ["dkd"]])
@@ -140,7 +198,7 @@ def test_bad_loss_inputs(teacher_files):
     _error(teacher_files, r"KD\.FEATURE_LEVELS names \['p7'\]", losses=["reviewkd"],
            extra=["KD.FEATURE_LEVELS", "['p5', 'p7']"])
     _error(teacher_files, r"KD\.LOSS_WEIGHTS has 1 entries but KD\.LOSSES has 2", losses=["kd", "dkd"],
-           extra=["KD.LOSS_WEIGHTS", "[1.0]"])
+           extra=["KD.LOSS_WEIGHTS", "[1.0]"])  # the old form, still read
 
 
 def test_mask_on_is_refused(teacher_files):
@@ -221,12 +279,9 @@ def test_checkpoint_records_teacher_and_refuses_another(teacher_files, tmp_path)
 
 def test_object_id_is_the_matched_gt_box(teacher_files):
     """DCD / CKD get object_id: the GT box each sampled RoI was matched to (unique over the batch), -1 = background."""
-    from detectron2.config import CfgNode
     from detectron2.structures import pairwise_iou
 
-    cfg = distill_cfg(teacher_files, ["ckd"])
-    cfg.defrost()
-    cfg.KD.PARAMS.ckd = CfgNode({"same_object": "exclude"})
+    cfg = distill_cfg(teacher_files, ["ckd"], extra=["KD.LOSSES.ckd.params.same_object", "exclude"])
     model = build_model(cfg).train()
     seen = {}
     model.distill.losses["ckd"].register_forward_pre_hook(lambda m, a, kw: seen.update(kw) and None, with_kwargs=True)
@@ -248,8 +303,8 @@ def test_object_id_is_the_matched_gt_box(teacher_files):
 
 
 def test_loss_start_iters_delay_a_term_until_its_iteration(teacher_files):
-    """KD.LOSS_START_ITERS: the term is 0 before its iteration (EventStorage.iter), weighted from it on."""
-    cfg = distill_cfg(teacher_files, ["fitnet", "kd"], [0.5, 1.0], extra=["KD.LOSS_START_ITERS", "[3, 0]"])
+    """A KD.LOSSES entry's start_iter: the term is 0 before its iteration (EventStorage.iter), weighted from it on."""
+    cfg = distill_cfg(teacher_files, ["fitnet", "kd"], [0.5, 1.0], extra=["KD.LOSSES.fitnet.start_iter", "3"])
     model = build_model(cfg).train()
     assert model.distill.start_iters == {"fitnet": 3, "kd": 0}
     values = {}
@@ -273,8 +328,9 @@ def test_loss_start_iters_delay_a_term_until_its_iteration(teacher_files):
 
 def test_bad_loss_start_iters(teacher_files):
     _error(teacher_files, r"^KD\.LOSS_START_ITERS has 1 entries but KD\.LOSSES has 2 \(kd, dkd\); give one start "
-                          r"iteration per loss\.$", losses=["kd", "dkd"], extra=["KD.LOSS_START_ITERS", "[5]"])
-    _error(teacher_files, r"^KD\.LOSS_START_ITERS entry -1 \(for kd\) must be an int >= 0\.$",
-           extra=["KD.LOSS_START_ITERS", "[-1]"])
-    _error(teacher_files, r"^KD\.LOSS_START_ITERS entry 2\.5 \(for kd\) must be an int >= 0\.$",
-           extra=["KD.LOSS_START_ITERS", "[2.5]"])
+                          r"iteration per loss\.$", losses=["kd", "dkd"],
+           extra=["KD.LOSS_START_ITERS", "[5]"])  # the old form, still read
+    _error(teacher_files, r"^KD\.LOSSES: kd: spec key 'start_iter' must be an int >= 0 \(the first training iteration "
+                          r"the term counts\), got -1\.$", extra=["KD.LOSSES.kd.start_iter", "-1"])
+    _error(teacher_files, r"^KD\.LOSSES: kd: spec key 'start_iter' must be an int >= 0 \(the first training iteration "
+                          r"the term counts\), got 2\.5\.$", extra=["KD.LOSSES.kd.start_iter", "2.5"])

@@ -20,7 +20,7 @@ EXACT = ["SOLVER.LOG_PERIOD", "1", "SOLVER.LOG_WINDOW", "1", "DATASETS.TEST", "(
 def distill_opts(teacher_files, losses=("dkd", "reviewkd")):
     cfg_file, weights = teacher_files
     return ["MODEL.META_ARCHITECTURE", "DistillRCNN", "KD.TEACHER.CONFIG_FILE", cfg_file, "KD.TEACHER.WEIGHTS", weights,
-            "KD.LOSSES", str(list(losses)), "KD.LOSS_WEIGHTS", str([1.0] * len(losses)),
+            "KD.LOSSES", str([{"name": n} for n in losses]),
             "KD.FEATURE_LEVELS", "['p3', 'p4']"]
 
 

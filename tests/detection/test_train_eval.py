@@ -91,7 +91,7 @@ def test_two_gloo_processes_on_cpu(tiny_shapes, tmp_path, run_tool, tiny_opts, t
                                   "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(tmp_path), *tiny_opts,
                                   "DATASETS.TEST", "()", "MODEL.META_ARCHITECTURE", "DistillRCNN",
                                   "KD.TEACHER.CONFIG_FILE", cfg_file, "KD.TEACHER.WEIGHTS", weights,
-                                  "KD.LOSSES", "['kd', 'reviewkd']", "KD.LOSS_WEIGHTS", "[1.0, 0.0]"], tiny_shapes)
+                                  "KD.LOSSES", "[{'name': 'kd'}, {'name': 'reviewkd', 'weight': 0.0}]"], tiny_shapes)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     with open(os.path.join(tmp_path, "log.txt")) as f:
         log = f.read()
@@ -125,7 +125,7 @@ def test_eval_only_of_a_distillation_config_needs_no_teacher(teacher_files, tiny
 
     cfg_file, weights = teacher_files
     opts = ["MODEL.META_ARCHITECTURE", "DistillRCNN", "KD.TEACHER.CONFIG_FILE", cfg_file,
-            "KD.LOSSES", "['kd', 'fitnet']", *tiny_opts]
+            "KD.LOSSES", "[{'name': 'kd'}, {'name': 'fitnet'}]", *tiny_opts]
     torch.manual_seed(0)
     model = build_model(load_config(CFG, [*opts, "KD.TEACHER.WEIGHTS", weights]))
     assert any(k.startswith("distill.") for k in model.state_dict())  # FitNet's adapters

@@ -1,67 +1,56 @@
 """Small, seeded inputs for every registered loss (used by the cross-cutting edge-case,
-autocast, gradcheck and DistillLoss tests). A plain module, imported as ``loss_cases``."""
+autocast, gradcheck and DistillLoss tests), all from the losses' own ``example_inputs()``:
+a loss added to ``LOSS_REGISTRY`` gets every registry-wide test without a test edit.
+A plain module, imported as ``loss_cases``."""
+from collections.abc import Mapping
+
 import torch
 
-from kd_det.losses import build_loss
+from kd_det.losses import LOSS_REGISTRY
+from kd_det.losses.vocabulary import FEATURE_INPUTS, TEACHER_INPUTS
 
-ALL_LOSSES = ["kd", "dkd", "ckd", "dcd", "fitnet", "fgfi", "reviewkd", "msd", "crd"]
-
-
-def _anchors(h, w, stride):
-    ys, xs = torch.meshgrid(torch.arange(h) * stride, torch.arange(w) * stride, indexing="ij")
-    centers = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1).float()
-    boxes = []
-    for half in (stride * 0.75, stride * 1.5):
-        boxes.append(torch.cat([centers - half, centers + half], dim=1))
-    return torch.stack(boxes, dim=1).reshape(-1, 4)          # (H * W * 2, 4), location-major
+ALL_LOSSES = sorted(LOSS_REGISTRY)
 
 
 def make_case(name, n, dtype=torch.float32, seed=0):
-    """Returns (loss module, kwargs) with batch / RoI count ``n``."""
+    """Returns (loss module, kwargs) with batch / RoI count ``n``: the loss built from its
+    example's params (parameters initialised under ``torch.manual_seed(seed)``), in the
+    example's train / eval mode, in ``dtype``."""
+    cls = LOSS_REGISTRY[name]
+    example = cls.example_inputs(n, seed + 1, dtype)
     torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed + 1)
-
-    def r(*shape):
-        return (torch.randn(*shape, generator=g) * 1.5).to(dtype)
-
-    if name in ("kd", "dkd", "ckd"):
-        loss = build_loss(name)
-        kwargs = {"logits_s": r(n, 5), "logits_t": r(n, 5)}
-        if name == "dkd":
-            kwargs["target"] = torch.randint(0, 5, (n,), generator=g)
-    elif name == "dcd":
-        loss = build_loss("dcd", in_dim_s=5, in_dim_t=6, proj_dim=4)
-        kwargs = {"emb_s": r(n, 5), "emb_t": r(n, 6)}
-    elif name == "crd":
-        loss = build_loss("crd", in_dim_s=5, in_dim_t=6, num_samples=20, feat_dim=4, nce_k=5).eval()
-        kwargs = {"emb_s": r(n, 5), "emb_t": r(n, 6), "index": torch.arange(n) % 20,
-                  "contrast_index": torch.randint(0, 20, (n, 6), generator=g)}
-    elif name in ("fitnet", "reviewkd", "fgfi"):
-        params = {"in_channels": [2, 3], "out_channels": [3, 2]}
-        if name == "reviewkd":
-            params["mid_channels"] = 2
-        loss = build_loss(name, **params)
-        kwargs = {"feats_s": [r(n, 2, 4, 4), r(n, 3, 2, 2)], "feats_t": [r(n, 3, 4, 4), r(n, 2, 2, 2)]}
-        if name == "fgfi":
-            kwargs["anchors"] = [_anchors(4, 4, 8), _anchors(2, 2, 16)]
-            kwargs["gt_boxes"] = [torch.tensor([[4.0, 4.0, 20.0, 14.0]]) for _ in range(n)]
-    elif name == "msd":
-        loss = build_loss("msd", in_channels=[2, 3], out_channels=[3, 4], grids=(1, 2))
-        kwargs = {"feats_s": [r(n, 2, 4, 4), r(n, 3, 2, 2)], "feats_t": [r(n, 3, 4, 4), r(n, 4, 2, 2)],
-                  "teacher_classifier": torch.nn.Linear(4, 3).to(dtype)}
-    else:
-        raise KeyError(name)
+    loss = cls(**example.params).train(example.train)
     if dtype == torch.float64:
         loss = loss.double()
-    return loss, kwargs
+    return loss, dict(example.inputs)
 
 
 def float_inputs(kwargs):
-    """(key, tensor) for every floating input tensor, list items included (key[i])."""
+    """(key, tensor) for every floating input tensor, feature-map items included (key[i])."""
     out = []
     for key, value in kwargs.items():
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             out.append((key, value))
-        elif isinstance(value, list) and key.startswith("feats"):
-            out.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
+        elif key in FEATURE_INPUTS:
+            items = value.items() if isinstance(value, Mapping) else enumerate(value)
+            out.extend((f"{key}[{i}]", v) for i, v in items)
     return out
+
+
+def teacher_input(kwargs):
+    """The first teacher-side floating input key (vocabulary order) of an example, or None."""
+    return next((k for k in TEACHER_INPUTS if k in kwargs and dict(float_inputs({k: kwargs[k]}))), None)
+
+
+def set_input(kwargs, key, value):
+    """A copy of ``kwargs`` with the input named ``key`` (``feats_s[1]`` style for a map) replaced."""
+    call = dict(kwargs)
+    if "[" not in key:
+        call[key] = value
+        return call
+    base, i = key[:-1].split("[")
+    maps = call[base]
+    maps = dict(maps) if isinstance(maps, Mapping) else list(maps)
+    maps[i if isinstance(maps, dict) else int(i)] = value
+    call[base] = maps
+    return call

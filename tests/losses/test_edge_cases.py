@@ -1,12 +1,13 @@
-"""Every loss: empty batch, batch of one, mismatched shapes, non-finite input, autocast bf16,
-and torch.autograd.gradcheck in float64."""
+"""Every registered loss (inputs from its ``example_inputs()``): empty batch, batch of one,
+mismatched shapes, non-finite input, autocast bf16, and torch.autograd.gradcheck in float64."""
 import re
 
 import pytest
 import torch
 
-from loss_cases import ALL_LOSSES, float_inputs, make_case
-from kd_det.losses import ckd_loss, dcd_loss, hcl_loss, kd_loss, dkd_loss
+from loss_cases import ALL_LOSSES, float_inputs, make_case, set_input, teacher_input
+from kd_det.losses import LOSS_REGISTRY, ckd_loss, dcd_loss, hcl_loss, kd_loss, dkd_loss
+from kd_det.losses.vocabulary import FEATURE_INPUTS
 
 
 def _one_sentence(message: str) -> bool:
@@ -59,14 +60,22 @@ def test_contrastive_losses_are_zero_for_one_sample():
 
 
 def _mismatch(name, kwargs):
-    if name in ("kd", "dkd", "ckd"):
-        kwargs["logits_t"] = torch.randn(kwargs["logits_t"].shape[0], 6)
-        return r"'logits_s' has shape \(4, 5\) but 'logits_t' has shape \(4, 6\); they must match\."
-    if name in ("dcd", "crd"):
-        kwargs["emb_t"] = torch.randn(5, 6)
+    """Break the teacher side of a (batch 4) example; returns the expected message pattern."""
+    inputs = LOSS_REGISTRY[name].INPUTS
+    if "logits_t" in inputs:
+        c = kwargs["logits_t"].shape[1]                             # 5 in the shipped examples
+        kwargs["logits_t"] = torch.randn(kwargs["logits_t"].shape[0], c + 1)
+        return rf"'logits_s' has shape \(4, {c}\) but 'logits_t' has shape \(4, {c + 1}\); they must match\."
+    if "feats_t" in inputs:
+        kwargs["feats_t"] = [torch.randn(5, *t.shape[1:]) for t in kwargs["feats_t"]]
+        return r"level '0' has batch size 4 in 'feats_s' but 5 in 'feats_t'\."
+    if "emb_t" in inputs:
+        kwargs["emb_t"] = torch.randn(5, kwargs["emb_t"].shape[1])
         return r"'emb_s' has 4 rows but 'emb_t' has 5"
-    kwargs["feats_t"] = [torch.randn(5, *t.shape[1:]) for t in kwargs["feats_t"]]
-    return r"level '0' has batch size 4 in 'feats_s' but 5 in 'feats_t'\."
+    key = teacher_input(kwargs)                                     # any other loss: one more teacher row
+    assert key is not None, f"{name}: the example has no teacher-side floating input to break"
+    kwargs[key] = torch.randn(5, *kwargs[key].shape[1:])
+    return f"'{key}'"
 
 
 @pytest.mark.parametrize("name", ALL_LOSSES)
@@ -98,24 +107,20 @@ def test_mismatched_levels_and_target():
 @pytest.mark.parametrize("name", ALL_LOSSES)
 def test_non_finite_input_one_sentence(name, bad):
     loss, kwargs = make_case(name, 3)
-    key, tensor = float_inputs(kwargs)[1]                           # the teacher-side / second input
-    tensor.view(-1)[0] = bad
-    with pytest.raises(ValueError) as err:
-        loss(**kwargs)
-    message = str(err.value)
-    assert message.startswith(f"{name}: input '") and "non-finite" in message and _one_sentence(message), message
-    assert key.split("[")[0] in message
+    for key, tensor in float_inputs(kwargs):                        # each floating input in turn
+        broken = tensor.clone()
+        broken.view(-1)[0] = bad
+        with pytest.raises(ValueError) as err:
+            loss(**set_input(kwargs, key, broken))
+        message = str(err.value)
+        assert message.startswith(f"{name}: input '") and "non-finite" in message and _one_sentence(message), message
+        assert key.split("[")[0] in message
 
 
 def _to(kwargs, dtype):
-    out = {}
-    for key, value in kwargs.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
-            out[key] = value.to(dtype)
-        elif isinstance(value, list) and key.startswith("feats"):
-            out[key] = [v.to(dtype) for v in value]
-        else:
-            out[key] = value
+    out = dict(kwargs)
+    for key, value in float_inputs(kwargs):
+        out = set_input(out, key, value.to(dtype))
     return out
 
 
@@ -133,20 +138,21 @@ def test_autocast_bf16_gives_float32_equal_to_float32(name):
     torch.testing.assert_close(from_bf16, cast_first, rtol=1e-6, atol=1e-6)
 
 
+# Inputs left out of gradcheck: MSD's teacher maps also set the cell labels (an argmax), which
+# finite differences can flip.
+NOT_GRADCHECKED = {"msd": ("feats_t",)}
+
+
 @pytest.mark.parametrize("name", ALL_LOSSES)
 def test_gradcheck_float64(name):
-    loss, kwargs = make_case(name, 3 if name not in ("reviewkd", "msd", "fgfi", "fitnet") else 2, torch.float64)
-    keys = [k for k, _ in float_inputs(kwargs) if not (name == "msd" and k.startswith("feats_t"))]
+    has_maps = any(k in FEATURE_INPUTS for k in LOSS_REGISTRY[name].INPUTS)
+    loss, kwargs = make_case(name, 2 if has_maps else 3, torch.float64)
+    keys = [k for k, _ in float_inputs(kwargs) if k.split("[")[0] not in NOT_GRADCHECKED.get(name, ())]
 
     def fn(*tensors):
         call = dict(kwargs)
         for key, value in zip(keys, tensors):
-            if "[" in key:
-                base, i = key[:-1].split("[")
-                call[base] = list(call[base])
-                call[base][int(i)] = value
-            else:
-                call[key] = value
+            call = set_input(call, key, value)
         return loss(**call)
 
     inputs = [t.clone().requires_grad_(True) for k, t in float_inputs(kwargs) if k in keys]

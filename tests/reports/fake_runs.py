@@ -29,7 +29,7 @@ def det_run(path, method, teacher, student, ap, dataset="coco_2017_val", max_ite
     os.makedirs(path, exist_ok=True)
     cfg = get_cfg()
     cfg.KD.LABEL.TEACHER, cfg.KD.LABEL.STUDENT, cfg.KD.LABEL.METHOD = teacher, student, method
-    cfg.KD.LOSSES = [k.replace("loss_", "") for k in kd_losses]
+    cfg.KD.LOSSES = [{"name": k.replace("loss_", "")} for k in kd_losses]
     cfg.DATASETS.TEST = (dataset,)
     cfg.SOLVER.MAX_ITER = max_iter
     cfg.OUTPUT_DIR = path
@@ -71,7 +71,8 @@ def cls_run(path, method, teacher, student, top1, epochs=3, done=None, dataset="
 
     os.makedirs(path, exist_ok=True)
     cfg = get_cls_cfg()
-    cfg.ROW.DATASET, cfg.ROW.TEACHER, cfg.ROW.STUDENT, cfg.ROW.METHOD = dataset, teacher, student, method
+    label = cfg.KD.LABEL
+    label.DATASET, label.TEACHER, label.STUDENT, label.METHOD = dataset, teacher, student, method
     cfg.MODEL.ARCH = student if method != "teacher" else teacher
     cfg.SOLVER.EPOCHS = epochs
     cfg.OUTPUT_DIR = path

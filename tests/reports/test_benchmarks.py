@@ -1,7 +1,8 @@
-"""The eval and data benchmarks run end to end at tiny sizes and write their JSON (no timing asserted)."""
+"""The eval, data and distill benchmarks run end to end at tiny sizes and write their JSON (no timing asserted)."""
 import json
 
 import numpy as np
+import pytest
 
 from kd_det.benchmarks import data as data_bench
 from kd_det.benchmarks import eval as eval_bench
@@ -49,3 +50,58 @@ def test_data_benchmark_bad_config_is_one_line(tmp_path, capsys):
     assert data_bench.main(["--config", str(tmp_path / "nope.yaml"), "--workers", "0"]) == 2
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("benchmark.py data: error:") and "nope.yaml" in out[-1]
+
+
+def test_phase_clock_counts_nested_modules_once():
+    import torch
+
+    from kd_det.benchmarks.distill import PhaseClock, breakdown
+
+    inner = torch.nn.Linear(3, 3)
+    outer = torch.nn.Sequential(inner, torch.nn.ReLU())
+    clock = PhaseClock("cpu")
+    clock.attach("teacher", [outer, inner])
+    with clock.phase("forward"):
+        outer(torch.randn(2, 3))
+    assert len(clock.spans["teacher"]) == 1 and len(clock.spans["forward"]) == 1
+    wall, cpu = clock.take()
+    assert set(wall) == set(cpu) == {"teacher", "forward"} and not clock.spans
+    assert 0 <= wall["teacher"] <= wall["forward"]
+    ph = breakdown(wall)
+    assert set(ph) == {"student_fwd_s", "teacher_fwd_s", "losses_fwd_s", "backward_s"}
+    assert ph["student_fwd_s"] == pytest.approx(wall["forward"] - wall["teacher"]) and ph["losses_fwd_s"] == 0
+    clock.remove()
+    outer(torch.randn(2, 3))
+    assert not clock.spans  # hooks gone
+
+
+def test_distill_benchmark_phases_and_load(tmp_path, capsys):
+    """Tiny run of the real pair (R-101 teacher, R-18 student): phase breakdown, CPU times, machine load,
+    input normalisation and the operator profile land in the JSON; no speed is asserted."""
+    from kd_det.benchmarks import distill as distill_bench
+
+    out = tmp_path / "distill.json"
+    small = ["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64"]
+    assert distill_bench.main(["--methods", "reviewkd", "--images", "1", "--size", "96x128", "--steps", "1",
+                               "--threads", "1", "--profile", "3", "--json", str(out)] + small) == 0
+    res = json.loads(out.read_text())
+    m = res["machine"]
+    assert m["cores"] >= 1 and m["usable_cores"] >= 1 and m["torch_threads"] == 1 and m["torch"]
+    assert len(m["loadavg_before"]) == 3 and len(m["loadavg_after"]) == 3 and isinstance(m["overloaded"], bool)
+    assert res["inputs"]["methods_match_student"]
+    assert res["inputs"]["student"]["format"] == "RGB" and res["inputs"]["student"]["pixel_std"][0] == 58.395
+    assert res["inputs"]["teacher"]["format"] == "BGR"
+    # frozen-BN calibration: the random teacher keeps proposals, so (b) runs its box head as a trained one does
+    assert res["weights"]["init"] == "frozen_bn_calibrated" and res["weights"]["proposals"][0] > 0
+    phases = {"student_fwd_s", "teacher_fwd_s", "losses_fwd_s", "backward_s"}
+    assert set(res["a_phases"]) == {"student_fwd_s", "backward_s"} and set(res["b_phases"]) == {"teacher_fwd_s"}
+    (row,) = res["methods"]
+    assert row["method"] == "reviewkd" and set(row["phases"]) == phases and set(row["phases_cpu"]) == phases
+    assert all(v >= 0 for v in list(row["phases"].values()) + list(row["phases_cpu"].values()))
+    assert row["phases"]["teacher_fwd_s"] > 0 and row["phases"]["losses_fwd_s"] > 0
+    assert sum(row["phases"].values()) <= row["c_s"] * 1.01 + 1e-3  # phases are parts of the step
+    assert row["ratio"] > 0 and row["ratio_cpu"] > 0 and res["cpu"]["a_s"] > 0
+    prof = res["profile"]
+    assert set(prof) == {"a", "reviewkd"} and len(prof["reviewkd"]["rows"]) == 3
+    text = capsys.readouterr().out
+    assert "student fwd" in text and "load average" in text and "profile: reviewkd step" in text

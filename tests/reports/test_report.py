@@ -169,7 +169,7 @@ def test_packaged_paper_results():
 
 
 def test_unlabelled_runs_get_derived_roles(tmp_path):
-    """Classification configs without ROW.*: labels from MODEL.ARCH / TEACHER.ARCH / KD.LOSSES."""
+    """Classification configs without KD.LABEL.*: labels from MODEL.ARCH / KD.TEACHER.ARCH / KD.LOSSES."""
     import yaml
 
     dirs = [cls_run(str(tmp_path / n), m, "resnet20", "resnet8", 90.0 + i)
@@ -177,8 +177,8 @@ def test_unlabelled_runs_get_derived_roles(tmp_path):
     for d, arch, teacher, losses in zip(dirs, ["resnet20", "resnet8", "resnet8"], ["", "", "resnet20"],
                                         [[], [], [{"name": "dcd", "weight": 1.0}]]):
         cfg = yaml.safe_load(open(os.path.join(d, "config.yaml")))
-        cfg["ROW"] = {k: "" for k in cfg["ROW"]}
-        cfg["DATA"]["NUM_CLASSES"], cfg["MODEL"]["ARCH"], cfg["TEACHER"]["ARCH"] = 10, arch, teacher
+        cfg["KD"]["LABEL"] = {k: "" for k in cfg["KD"]["LABEL"]}
+        cfg["DATA"]["NUM_CLASSES"], cfg["MODEL"]["ARCH"], cfg["KD"]["TEACHER"]["ARCH"] = 10, arch, teacher
         cfg["KD"]["LOSSES"] = losses
         yaml.safe_dump(cfg, open(os.path.join(d, "config.yaml"), "w"))
     result = build_report(dirs, str(tmp_path / "out"), plots=False)

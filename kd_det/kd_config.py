@@ -1,0 +1,359 @@
+"""The distillation config both tasks share: the ``KD.*`` keys, the loss-spec schema and its one validator.
+
+:func:`add_kd_config` adds the keys detection (``kd_det/config.py``) and classification
+(``kd_det/classification/config.py``) share; each task then adds its own. ``KD.LOSSES`` is a list of
+loss specs, in yaml one flow map per line with its source::
+
+    KD:
+      LOSSES:
+        - {name: dcd, weight: 1.0, params: {alpha: 0.5, proj_dim: 128}}  # DCD paper, Sec. 4.1
+        - {name: kd, weight: 1.0, params: {temperature: 1.0}}            # lambda 1 (Eq. 7)
+
+Spec keys (:data:`SPEC_KEYS`): ``name`` (required, a :data:`kd_det.losses.LOSS_REGISTRY` name),
+``weight`` (>= 0, default 1.0), ``params`` (constructor parameters, default {}), ``inputs`` (loss
+argument -> provided tensor, default {}), ``tag`` (the entry's unique name, default its loss name:
+the logged term is ``loss_<tag>``, so one loss can appear twice under two tags) and ``start_iter``
+(detection only, int >= 0, default 0: the term counts from that iteration on).
+
+Both loaders (:func:`kd_det.engine.setup.load_config`, :func:`kd_det.classification.config.load_cls_config`)
+run: file merged -> :func:`prepare_kd` (the old detection form converted, ``KD.LOSSES.<tag>.<field>``
+overrides applied) -> the other overrides merged -> :func:`finish_kd` (:func:`loss_specs`
+validates and normalises the specs; the method label). Nothing here imports Detectron2.
+"""
+import math
+import os
+import re
+import warnings
+from collections.abc import Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = ["SPEC_KEYS", "add_kd_config", "loss_specs", "method_label", "flow", "prepare_kd",
+           "finish_kd", "legacy_specs", "old_key_error", "OLD_CLASSIFICATION_KEYS"]
+
+#: Keys of one ``KD.LOSSES`` entry, in the order configs write them.
+SPEC_KEYS = ("name", "weight", "params", "inputs", "tag", "start_iter")
+#: The old detection form's parallel keys, still read (with a warning) and converted to ``KD.LOSSES`` specs.
+LEGACY_KEYS = ("LOSS_WEIGHTS", "LOSS_START_ITERS", "PARAMS", "INPUTS")
+#: Method labels of the plain reference runs, which distil nothing.
+ROLE_METHODS = ("student", "teacher")
+#: Keys of the old classification config -> where they live now (tools/migrate_configs.py rewrites files).
+OLD_CLASSIFICATION_KEYS = {"ROW.DATASET": "KD.LABEL.DATASET", "ROW.TEACHER": "KD.LABEL.TEACHER",
+                           "ROW.STUDENT": "KD.LABEL.STUDENT", "ROW.METHOD": "KD.LABEL.METHOD",
+                           "ROW.PAPER_TOP1": "KD.LABEL.PAPER_TOP1", "TEACHER.ARCH": "KD.TEACHER.ARCH",
+                           "TEACHER.WEIGHTS": "KD.TEACHER.WEIGHTS", "SOLVER.AMP": "SOLVER.AMP.ENABLED"}
+_EXAMPLE = "{name: dkd, weight: 1.0, params: {beta: 0.5}}"
+_OVERRIDE_FORMS = "KD.LOSSES.<tag>.weight, .start_iter, .params.<param> or .inputs.<arg>"
+
+
+def add_kd_config(cfg):
+    """Add the distillation keys both tasks share (``KD.*``) to ``cfg`` (any fvcore / yacs CfgNode) in place."""
+    node = type(cfg)
+    cfg.KD = node()
+    # Modules of the user's own packages to import before this config is merged, e.g. ["my_kd_ext.losses"]
+    # (a module that calls kd_det.losses.register_loss adds a loss usable in KD.LOSSES; docs/extending.md).
+    cfg.KD.CUSTOM_IMPORTS = []
+    cfg.KD.TEACHER = node()
+    # Teacher weights, a local file (detection: Detectron2 .pkl / .pth; classification: .pth); "" = no teacher.
+    cfg.KD.TEACHER.WEIGHTS = ""
+    # Distillation terms: a list of specs {name, weight, params, inputs, tag, start_iter} (kd_det/kd_config.py),
+    # in yaml one flow map per line, e.g. - {name: dkd, weight: 1.0, params: {beta: 0.5}}.
+    cfg.KD.LOSSES = []
+    # Labels of the paper-table row a run reproduces (dataset x teacher x student x method), used by the reports.
+    cfg.KD.LABEL = node()
+    # Dataset column of kd_det/data/paper_results.csv; "" = detection: DATASETS.TEST[0], classification: DATA.NAME.
+    cfg.KD.LABEL.DATASET = ""
+    # Teacher label, e.g. "R101" / "resnet32x4" ("" for a run without teacher).
+    cfg.KD.LABEL.TEACHER = ""
+    # Student label, e.g. "R18" / "resnet8x4".
+    cfg.KD.LABEL.STUDENT = ""
+    # Method label, e.g. "DCD+ReviewKD"; "teacher" / "student" for the plain reference runs. Unset in the
+    # file that sets KD.LOSSES (or by the command line that does): follows the losses, e.g. DKD, DCD+KD.
+    cfg.KD.LABEL.METHOD = ""
+    return cfg
+
+
+def old_key_error(error, where):
+    """A ConfigError for a yacs merge ``error`` that names an old classification key (``ROW.METHOD``,
+    ``TEACHER``, ``SOLVER.AMP``, ...), saying where it lives now; None for any other error."""
+    found = re.search(r"key: ([\w.]+)", str(error.args[0] if error.args else error))
+    key = found.group(1) if found else ""
+    new = OLD_CLASSIFICATION_KEYS.get(key) or {"ROW": "KD.LABEL", "TEACHER": "KD.TEACHER"}.get(key)
+    if not new:
+        return None
+    return ConfigError(f"{where}: {key} is the old classification key of {new}; write {new} (python "
+                       "tools/migrate_configs.py rewrites old config files).")
+
+
+def _plain(value):
+    """CfgNode / mapping / tuple (nested) -> plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def flow(value):
+    """``value`` as one line of yaml flow style, e.g. ``{name: dkd, weight: 1.0, params: {beta: 0.5}}``."""
+    text = yaml.safe_dump([_plain(value)], default_flow_style=True, sort_keys=False, width=math.inf).strip()
+    return text[1:-1]  # the value inside a one-item list, so that scalars dump without a document end
+
+
+def _tag(spec):
+    return str(spec.get("tag") or spec.get("name", "")).lower() if isinstance(spec, Mapping) else str(spec).lower()
+
+
+def loss_specs(specs, task="detection"):
+    """Validate ``KD.LOSSES`` and return it normalised: one plain dict per entry with every key of :data:`SPEC_KEYS`.
+
+    Args:
+        specs: the list of spec mappings (``cfg.KD.LOSSES``).
+        task: "detection" or "classification" (which refuses a ``start_iter`` > 0: its epoch loop ramps the
+            terms in with ``KD.WARMUP_EPOCHS`` instead).
+
+    Raises:
+        ConfigError: one sentence naming the entry and the key or value at fault.
+    """
+    from .losses import LOSS_REGISTRY, build_loss
+
+    if isinstance(specs, (str, Mapping)) or not isinstance(specs, (list, tuple)):
+        raise ConfigError(f"KD.LOSSES is {specs!r}; it must be a list of loss specs, e.g. [{_EXAMPLE}].")
+    out, seen = [], {}
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, Mapping) or "name" not in spec:
+            raise ConfigError(f"KD.LOSSES entry {i} is {spec!r}; each entry must be a mapping with 'name' (and "
+                              f"optional {', '.join(SPEC_KEYS[1:])}), e.g. {_EXAMPLE}.")
+        name = str(spec["name"]).lower()
+        tag = str(spec.get("tag") or name)
+        where = f"KD.LOSSES: {tag}:"
+        unknown = sorted(set(spec) - set(SPEC_KEYS))
+        if unknown:
+            raise ConfigError(f"{where} unknown spec key {unknown[0]!r}; a spec takes {', '.join(SPEC_KEYS)}.")
+        if name not in LOSS_REGISTRY:
+            try:
+                build_loss(name)
+            except ValueError as e:  # the registry's sentence, naming the known losses
+                raise ConfigError(f"KD.LOSSES: {e}") from None
+        weight = spec.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"{where} spec key 'weight' must be a finite number >= 0, got {weight!r}.")
+        start = spec.get("start_iter", 0)
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ConfigError(f"{where} spec key 'start_iter' must be an int >= 0 (the first training iteration the "
+                              f"term counts), got {start!r}.")
+        if start and task == "classification":
+            raise ConfigError(f"KD.LOSSES entry {i} ({name!r}) sets start_iter {start}, which classification "
+                              "training does not support; remove it or use KD.WARMUP_EPOCHS.")
+        maps = {}
+        for key in ("params", "inputs"):
+            value = spec.get(key) or {}
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where} spec key {key!r} must be a mapping, e.g. {key}: {{beta: 0.5}}; "
+                                  f"got {value!r}.")
+            maps[key] = _plain(value)
+        if not tag.replace("_", "").isalnum() or not tag.isascii():
+            raise ConfigError(f"{where} spec key 'tag' must be one word of letters, digits and underscores (it names "
+                              "the logged term loss_<tag> and the override KD.LOSSES.<tag>.weight).")
+        if tag in seen:
+            raise ConfigError(f"KD.LOSSES entries {seen[tag]} and {i} share the tag {tag!r}; give one of them its own "
+                              f"tag (e.g. tag: {tag}_2) so that each logs its own loss_<tag>.")
+        seen[tag] = i
+        out.append({"name": name, "weight": float(weight), "params": maps["params"], "inputs": maps["inputs"],
+                    "tag": tag, "start_iter": int(start)})
+    return out
+
+
+def method_label(losses):
+    """Method label of a set of losses, as the papers write it: tags joined with "+", e.g. "DKD", "DCD+KD".
+
+    ``losses``: spec dicts (or plain names, as old detection configs list them); a tag that is a loss name
+    takes the papers' spelling (:func:`kd_det.losses.loss_labels`, e.g. ReviewKD), any other is upper-cased.
+    """
+    from .losses import loss_labels
+
+    names = loss_labels()
+    return "+".join(dict.fromkeys(names.get(t, t.upper()) for t in map(_tag, losses)))
+
+
+# -- the old detection form -------------------------------------------------------------------------------------
+
+def legacy_specs(kd):
+    """Specs of the old detection form held by ``kd`` (a ``KD`` node), or None if it holds none.
+
+    The old form is ``KD.LOSSES`` as names with the parallel ``KD.LOSS_WEIGHTS`` / ``KD.LOSS_START_ITERS``
+    (by position) and ``KD.PARAMS.<name>`` / ``KD.INPUTS.<name>``. ``kd`` is not changed.
+
+    Raises:
+        ConfigError: lists of the wrong length, or PARAMS / INPUTS for a loss not listed.
+    """
+    old = {key: kd.get(key) for key in LEGACY_KEYS if kd.get(key)}
+    names = list(kd.get("LOSSES") or [])
+    if not old and not any(isinstance(n, str) for n in names):
+        return None
+    specs = [{"name": n} if isinstance(n, str) else dict(n) for n in names]
+    tags = [_tag(s) for s in specs]
+    for key, field, what in (("LOSS_WEIGHTS", "weight", "weight"), ("LOSS_START_ITERS", "start_iter",
+                                                                      "start iteration")):
+        values = list(old.get(key) or [])
+        if values and len(values) != len(specs):
+            raise ConfigError(f"KD.{key} has {len(values)} entries but KD.LOSSES has {len(specs)} "
+                              f"({', '.join(tags)}); give one {what} per loss.")
+        for spec, value in zip(specs, values):
+            spec[field] = value
+    for key, field in (("PARAMS", "params"), ("INPUTS", "inputs")):
+        extra = sorted(set(old.get(key) or {}) - set(tags))
+        if extra:
+            raise ConfigError(f"KD.{key} has entries {extra} for losses not in KD.LOSSES {tags}.")
+        for name, value in (old.get(key) or {}).items():
+            spec = specs[tags.index(name)]
+            spec[field] = {**_plain(spec.get(field) or {}), **_plain(value)}
+    return specs
+
+
+def _clear_legacy(kd):
+    kd.LOSS_WEIGHTS, kd.LOSS_START_ITERS = [], []
+    for key in ("PARAMS", "INPUTS"):
+        kd[key] = type(kd)(new_allowed=True)
+
+
+def _warn(what, new):
+    warnings.warn(f"{what} the old detection form of KD.LOSSES; it is read as {new}: write that instead "
+                  "(python tools/migrate_configs.py rewrites config files).", FutureWarning, stacklevel=3)
+
+
+def _apply_override(cfg, key, value, task, old=None):
+    """One ``KD.LOSSES*`` (or old-form loss) override applied to ``cfg.KD.LOSSES``; False if ``key`` is none.
+
+    An old-form override appends (its key, the new-form overrides it amounts to) to ``old``.
+    """
+    old = [] if old is None else old
+    kd, decode = cfg.KD, type(cfg)._decode_cfg_value
+    parts = key.split(".")
+    if task == "detection" and parts[:2] in (["KD", "PARAMS"], ["KD", "INPUTS"]) and len(parts) > 2:
+        new = ".".join(["KD.LOSSES", parts[2], parts[1].lower(), *parts[3:]])
+        old.append((key, f"{new} {value}"))
+        return _apply_override(cfg, new, value, task)
+    if task == "detection" and key in ("KD.LOSS_WEIGHTS", "KD.LOSS_START_ITERS"):
+        values, field = decode(value), "weight" if key == "KD.LOSS_WEIGHTS" else "start_iter"
+        values = list(values) if isinstance(values, (list, tuple)) else [values]
+        kd.LOSSES = legacy_specs({"LOSSES": kd.LOSSES, key[3:]: values}) or list(kd.LOSSES)
+        old.append((key, " ".join(f"KD.LOSSES.{_tag(s)}.{field} {v}" for s, v in zip(kd.LOSSES, values))))
+        return True
+    if key == "KD.LOSSES":
+        specs = decode(value)
+        if isinstance(specs, (list, tuple)) and any(isinstance(s, str) for s in specs) and task == "detection":
+            current = {_tag(s): s for s in kd.LOSSES if isinstance(s, Mapping)}  # an entry keeps its settings
+            specs = [dict(current.get(str(s).lower(), {"name": s})) if isinstance(s, str) else s for s in specs]
+            old.append((key, f"KD.LOSSES \"{flow(specs)}\""))
+        kd.LOSSES = list(specs) if isinstance(specs, (list, tuple)) else specs
+        return True
+    if parts[:2] != ["KD", "LOSSES"]:
+        return False
+    specs = [dict(s) if isinstance(s, Mapping) else s for s in kd.LOSSES]
+    tags = [_tag(s) for s in specs]
+    tag, field, sub = (parts[2:] + [None, None])[:2] + [parts[4:]]
+    if tag not in tags:
+        raise ConfigError(f"Override {key}: no KD.LOSSES entry has the tag {tag!r}; the tags are "
+                          f"{', '.join(tags) or 'none (KD.LOSSES is empty)'}.")
+    spec = specs[tags.index(tag)]
+    if field in ("weight", "start_iter") and not sub:
+        spec[field] = decode(value)
+    elif field in ("params", "inputs") and len(sub) <= 1:
+        decoded = decode(value)
+        spec[field] = {**_plain(spec.get(field) or {}), sub[0]: decoded} if sub else _plain(decoded)
+    else:
+        raise ConfigError(f"Override {key} names no field of a loss entry; use {_OVERRIDE_FORMS}.")
+    kd.LOSSES = specs
+    return True
+
+
+def prepare_kd(cfg, opts, task, source=""):
+    """After the file merge, before the other overrides: the old detection form converted, loss overrides applied.
+
+    ``KD.LOSSES`` (whole list) and ``KD.LOSSES.<tag>.weight`` / ``.start_iter`` / ``.params.<param>`` /
+    ``.inputs.<arg>`` are applied to ``cfg.KD.LOSSES`` in their order; detection also takes the old form
+    (``KD.LOSSES`` names, ``KD.LOSS_WEIGHTS``, ``KD.LOSS_START_ITERS``, ``KD.PARAMS.<name>...``,
+    ``KD.INPUTS.<name>...``) with a warning naming the new one.
+
+    Args:
+        cfg: the config, its file already merged.
+        opts: the ``KEY VALUE`` list of the command line.
+        task: "detection" or "classification".
+        source: the config file (for the warning).
+
+    Returns:
+        the other overrides, for yacs' ``merge_from_list``.
+    """
+    if task == "detection":
+        specs = legacy_specs(cfg.KD)
+        if specs is not None:
+            _clear_legacy(cfg.KD)
+            cfg.KD.LOSSES = specs
+            _warn(f"{source or 'The config'}: KD.LOSSES with KD.LOSS_WEIGHTS / LOSS_START_ITERS / PARAMS / INPUTS is",
+                  "KD.LOSSES: [" + ", ".join(flow(s) for s in specs) + "]")
+    rest, old = [], []
+    for key, value in zip(opts[::2], opts[1::2]):
+        if not _apply_override(cfg, key, value, task, old):
+            rest += [key, value]
+    if old:
+        _warn(f"Override{'s' * (len(old) > 1)} {', '.join(k for k, _ in old)} {'are' if len(old) > 1 else 'is'}",
+              " ".join(new for _, new in old))
+    return rest
+
+
+def _yaml_chain(path):
+    """The raw yaml dicts of ``path`` and its ``_BASE_`` files, nearest first (as fvcore resolves them)."""
+    chain = []
+    while path and len(chain) < 32:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+        chain.append(data if isinstance(data, dict) else {})
+        base = chain[-1].get("_BASE_")
+        if not isinstance(base, str):
+            break
+        path = base if base.startswith(("/", "https://", "http://")) else os.path.join(os.path.dirname(path), base)
+    return chain
+
+
+def _level(chain, opts, dotted):
+    """Where ``dotted`` is set last: 0 = the command line, 1 = the file itself, 2 = its _BASE_, ...; inf = nowhere."""
+    if dotted in opts[::2]:
+        return 0
+    for depth, data in enumerate(chain, 1):
+        node = data
+        for key in dotted.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            return depth
+    return math.inf
+
+
+def finish_kd(cfg, config_file, opts, task):
+    """After every merge: ``KD.LOSSES`` validated and normalised (:func:`loss_specs`), the method label settled.
+
+    The method label belongs to the losses it was written with: where ``KD.LOSSES`` is set later than
+    ``KD.LABEL.METHOD`` (in a file over its ``_BASE_``, on the command line over the file), or the label is
+    empty, the label follows the losses (:func:`method_label`), so a DKD config on top of a student config
+    is not labelled "student". A "student" / "teacher" label set together with losses is refused.
+
+    Raises:
+        ConfigError: a bad spec, or a reference-run label on a distilled run.
+    """
+    specs = loss_specs(cfg.KD.LOSSES, task)
+    cfg.KD.LOSSES = specs
+    if not specs:
+        return cfg
+    chain = _yaml_chain(config_file) if config_file else []
+    method = cfg.KD.LABEL.METHOD
+    method_at, losses_at = _level(chain, opts, "KD.LABEL.METHOD"), _level(chain, opts, "KD.LOSSES")
+    if not method or losses_at < method_at:
+        cfg.KD.LABEL.METHOD = method_label(specs)
+    elif str(method).lower() in ROLE_METHODS:
+        where = "the command line" if method_at == 0 else (config_file if method_at == 1 else "its _BASE_ chain")
+        raise ConfigError(f"KD.LABEL.METHOD is {method!r} (set by {where}) but KD.LOSSES configures "
+                          f"{', '.join(s['tag'] for s in specs)}; a distilled run is labelled by its method: set "
+                          f"KD.LABEL.METHOD {method_label(specs)!r} or leave it unset where KD.LOSSES is set.")
+    return cfg
