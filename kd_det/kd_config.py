@@ -15,7 +15,7 @@ argument -> provided tensor, default {}), ``tag`` (the entry's unique name, defa
 the logged term is ``loss_<tag>``, so one loss can appear twice under two tags) and ``start_iter``
 (detection only, int >= 0, default 0: the term counts from that iteration on).
 
-Both loaders (:func:`kd_det.engine.setup.load_config`, :func:`kd_det.classification.config.load_cls_config`)
+Both loaders (:func:`kd_det.config.load_config`, :func:`kd_det.classification.config.load_cls_config`)
 run: file merged -> :func:`prepare_kd` (the old detection form converted, ``KD.LOSSES.<tag>.<field>``
 overrides applied) -> the other overrides merged -> :func:`finish_kd` (:func:`loss_specs`
 validates and normalises the specs; the method label). Nothing here imports Detectron2.

@@ -81,7 +81,7 @@ def _load(path):
     if path.startswith("configs/classification/"):
         from .classification.config import load_cls_config
         return load_cls_config(full)
-    from .engine.setup import load_config
+    from .config import load_config
     return load_config(full)
 
 

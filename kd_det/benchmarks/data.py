@@ -36,7 +36,7 @@ def _parse(argv):
 
 def _cfg(args, workers):
     from kd_det.data.datasets import setup_datasets
-    from kd_det.engine.setup import load_config
+    from kd_det.config import load_config
 
     cfg = load_config(args.config, ["DATALOADER.NUM_WORKERS", str(workers)])
     if args.batch_size:

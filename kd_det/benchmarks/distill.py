@@ -60,7 +60,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from ..engine.setup import load_config
+from ..config import load_config
 
 REPO = kd_det.REPO_ROOT
 PAIR_DIR = "configs/COCO-Detection/distill/R101-R18"

@@ -121,7 +121,7 @@ def config_row(path, task=None):
     if task == "classification":
         from ..classification.config import load_cls_config as load
     else:
-        from ..engine.setup import load_config as load
+        from ..config import load_config as load
     return (task, *config_labels(yaml.safe_load(load(path, []).dump()), task))
 
 
@@ -258,7 +258,7 @@ def _check_loads(config, task, opts):
 
         load_cls_config(config, list(opts))
     else:
-        from ..engine.setup import load_config
+        from ..config import load_config
 
         load_config(config, list(opts))
 

@@ -2,7 +2,7 @@
 import os
 
 from ..core import atomic_save, atomic_write_text
-from ..engine.setup import load_config
+from ..config import load_config
 from ..errors import ConfigError
 from ..safe_load import load_torch
 from .distill_rcnn import DISTILL_PREFIX, student_config

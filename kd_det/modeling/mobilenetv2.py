@@ -23,21 +23,9 @@ from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 from torch import nn
 from torchvision.models import mobilenet_v2
 
-__all__ = ["MobileNetV2", "build_mobilenetv2_fpn_backbone", "add_mobilenet_config"]
+__all__ = ["MobileNetV2", "build_mobilenetv2_fpn_backbone"]  # its MODEL.MOBILENET.* keys: kd_det/config.py
 
 STAGES = {"res2": (0, 4, 4, 24), "res3": (4, 7, 8, 32), "res4": (7, 14, 16, 96), "res5": (14, 18, 32, 320)}
-
-
-def add_mobilenet_config(cfg):
-    """``MODEL.MOBILENET.*`` keys."""
-    from detectron2.config import CfgNode as CN
-
-    cfg.MODEL.MOBILENET = CN()
-    # Normalisation of the MobileNetV2 backbone: "FrozenBN" (fine-tuning) or "BN" (from scratch).
-    cfg.MODEL.MOBILENET.NORM = "FrozenBN"
-    # Stages returned to the FPN (subset of res2..res5).
-    cfg.MODEL.MOBILENET.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
-    return cfg
 
 
 class MobileNetV2(Backbone):

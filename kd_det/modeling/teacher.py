@@ -7,9 +7,11 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from .. import REPO_ROOT
+from ..config import load_config
 from ..core import freeze_, isolated_rng
 from ..errors import ConfigError
 from ..safe_load import read_detectron2_weights
+from .weights import check_required_settings
 
 __all__ = ["build_teacher", "file_sha256", "resolve_path"]
 
@@ -34,8 +36,6 @@ def resolve_path(path):
 
 
 def _teacher_cfg(cfg):
-    from ..engine.setup import load_config
-
     path = resolve_path(cfg.KD.TEACHER.CONFIG_FILE)
     if not path:
         raise ConfigError("KD.TEACHER.CONFIG_FILE is empty; DistillRCNN needs the teacher's Detectron2 config file.")
@@ -63,8 +63,6 @@ def _load_checked(model, path, min_fraction, config_file=""):
         raise ConfigError("KD.TEACHER.WEIGHTS is empty; a teacher needs trained weights.")
     if not os.path.isfile(path):
         raise ConfigError(f"KD.TEACHER.WEIGHTS {path} does not exist.")
-    from ..engine.checkpoint import check_required_settings  # lazy: kd_det.engine imports this module
-
     data = read_detectron2_weights(path, "KD.TEACHER.WEIGHTS")
     check_required_settings(model, data, path, "KD.TEACHER.WEIGHTS",
                             f"KD.TEACHER.CONFIG_FILE {config_file}" if config_file else "the teacher config")

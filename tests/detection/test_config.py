@@ -57,3 +57,16 @@ def test_unknown_key_names_file_and_key(tmp_path):
         load_config(str(bad))
     with pytest.raises(ConfigError, match=r"SOLVER\.NOPE"):
         load_config("", ["SOLVER.NOPE", "1"])
+
+
+def test_config_and_modeling_import_without_the_engine():
+    """No import cycle: the config (and its loader) and the models import nothing from kd_det.engine."""
+    import subprocess
+    import sys
+
+    code = ("import sys, kd_det.config, kd_det.modeling.teacher as t; "
+            "cfg = kd_det.config.load_config(sys.argv[1]); t._teacher_cfg(cfg); "  # the teacher's own config loaded
+            "print(sorted(m for m in sys.modules if m.startswith('kd_det.engine')))")
+    config = os.path.join(REPO, "configs/shapes/distill/dkd.yaml")
+    out = subprocess.run([sys.executable, "-c", code, config], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
