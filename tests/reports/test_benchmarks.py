@@ -105,3 +105,15 @@ def test_distill_benchmark_phases_and_load(tmp_path, capsys):
     assert set(prof) == {"a", "reviewkd"} and len(prof["reviewkd"]["rows"]) == 3
     text = capsys.readouterr().out
     assert "student fwd" in text and "load average" in text and "profile: reviewkd step" in text
+
+
+def test_benchmark_modules_register_what_they_build():
+    """In a clean process (as `tools/benchmark.py distill` runs), the distill benchmark's module
+    registers DistillRCNN itself: loading configs no longer imports the models as a side effect."""
+    import subprocess
+    import sys
+
+    code = ("import kd_det.benchmarks.distill; from detectron2.modeling import META_ARCH_REGISTRY as R; "
+            "print('DistillRCNN' in R)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True"
