@@ -1,16 +1,13 @@
 """kd_det configuration: Detectron2's defaults plus the project's keys.
 
-``get_cfg()`` is what every tool uses; ``load_config(file, opts)`` merges a file and overrides into it. Later features only add keys here, each in
-an ``add_*_config`` function with a one-line comment above every key.
+``get_cfg()`` is what every tool uses; ``load_config(file, opts)`` merges a file and overrides into
+it. Later features only add keys here, each in an ``add_*_config`` function with a one-line comment
+above every key.
 """
-import os
-
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg as _d2_get_cfg
 
-from .core import import_custom_modules
-from .errors import ConfigError
-from .kd_config import add_kd_config, finish_kd, prepare_kd
+from .kd_config import add_kd_config, load_kd_config
 
 __all__ = ["get_cfg", "load_config", "add_kd_det_config", "add_kd_detection_config", "add_mobilenet_config"]
 
@@ -79,28 +76,6 @@ def add_mobilenet_config(cfg):
 def load_config(config_file, opts=()):
     """``get_cfg()`` merged with ``config_file`` and ``KEY VALUE`` overrides; errors name the file/key.
 
-    ``KD.LOSSES.<tag>.weight 2.0`` and the like change one loss entry (:func:`kd_det.kd_config.prepare_kd`).
+    ``KD.LOSSES.<tag>.weight 2.0`` and the like change one loss entry (:func:`kd_det.kd_config.load_kd_config`).
     """
-    if config_file and not os.path.isfile(config_file):
-        raise ConfigError(f"Config file {config_file} does not exist.")
-    import_custom_modules(config_file, opts)  # KD.CUSTOM_IMPORTS, before the merge: user losses register first
-    cfg = get_cfg()
-    if config_file:
-        try:
-            cfg.merge_from_file(config_file)
-        except KeyError as e:
-            raise ConfigError(f"Config file {config_file}: {e.args[0]} (not a key of kd_det's get_cfg()).") from None
-        except FileNotFoundError as e:
-            raise ConfigError(f"Config file {config_file}: its _BASE_ {e.filename} does not exist.") from None
-    if len(opts) % 2:
-        raise ConfigError(f"Overrides must be KEY VALUE pairs; {opts[-1]!r} has no value.")
-    rest = prepare_kd(cfg, list(opts), "detection", config_file)  # old loss form, KD.LOSSES.<tag>.<field> overrides
-    try:
-        cfg.merge_from_list(rest)
-    except KeyError as e:
-        raise ConfigError(f"Override {e.args[0]} (not a key of kd_det's get_cfg()).") from None
-    except (ValueError, AssertionError) as e:
-        if str(e).startswith("Non-existent key: "):
-            raise ConfigError(f"Override {str(e)[18:]} (not a key of kd_det's get_cfg()).") from None
-        raise ConfigError(f"Override rejected: {e}.") from None
-    return finish_kd(cfg, config_file, list(opts), "detection")  # specs validated, method label
+    return load_kd_config(get_cfg, config_file, opts, "detection")

@@ -30,7 +30,7 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["SPEC_KEYS", "add_kd_config", "loss_specs", "method_label", "flow", "prepare_kd",
+__all__ = ["SPEC_KEYS", "add_kd_config", "load_kd_config", "loss_specs", "method_label", "flow", "prepare_kd",
            "finish_kd", "legacy_specs", "old_key_error", "OLD_CLASSIFICATION_KEYS"]
 
 #: Keys of one ``KD.LOSSES`` entry, in the order configs write them.
@@ -357,3 +357,52 @@ def finish_kd(cfg, config_file, opts, task):
                           f"{', '.join(s['tag'] for s in specs)}; a distilled run is labelled by its method: set "
                           f"KD.LABEL.METHOD {method_label(specs)!r} or leave it unset where KD.LOSSES is set.")
     return cfg
+
+
+def load_kd_config(make_default, config_file, opts, task):
+    """The one config loader of both tasks: ``make_default()`` merged with ``config_file`` and ``KEY VALUE`` ``opts``.
+
+    Order: the modules of ``KD.CUSTOM_IMPORTS`` are imported before the defaults are built (so a user
+    module may register a loss or add keys), the file is merged, :func:`prepare_kd` converts the old
+    detection form and applies ``KD.LOSSES.<tag>.<field>`` overrides, the other overrides are merged,
+    :func:`finish_kd` validates the specs and sets the method label.
+
+    Args:
+        make_default: ``kd_det.config.get_cfg`` (detection) or ``kd_det.classification.config.get_cls_cfg``.
+        config_file: a yaml file, or "" for the defaults.
+        opts: ``KEY VALUE`` overrides.
+        task: "detection" or "classification".
+
+    Raises:
+        ConfigError: one sentence naming the file or key at fault (an old classification key: where it lives now).
+    """
+    from .core import import_custom_modules
+
+    defaults = "kd_det's get_cfg()" if task == "detection" else "get_cls_cfg()"
+    hint = old_key_error if task == "classification" else (lambda error, where: None)
+    if config_file and not os.path.isfile(config_file):
+        raise ConfigError(f"Config file {config_file} does not exist.")
+    import_custom_modules(config_file, opts)
+    cfg = make_default()
+    if config_file:
+        where = f"Config file {config_file}"
+        try:
+            cfg.merge_from_file(config_file)
+        except KeyError as e:
+            raise hint(e, where) or ConfigError(f"{where}: {e.args[0]} (not a key of {defaults}).") from None
+        except FileNotFoundError as e:
+            raise ConfigError(f"{where}: its _BASE_ {e.filename} does not exist.") from None
+        except ValueError as e:
+            raise hint(e, where) or ConfigError(f"{where}: {e}.") from None
+    if len(opts) % 2:
+        raise ConfigError(f"Overrides must be KEY VALUE pairs; {opts[-1]!r} has no value.")
+    rest = prepare_kd(cfg, list(opts), task, config_file)
+    try:
+        cfg.merge_from_list(rest)
+    except KeyError as e:
+        raise hint(e, "Override") or ConfigError(f"Override {e.args[0]} (not a key of {defaults}).") from None
+    except (ValueError, AssertionError) as e:
+        if str(e).startswith("Non-existent key: "):
+            raise ConfigError(f"Override {str(e)[18:]} (not a key of {defaults}).") from None
+        raise hint(e, "Override") or ConfigError(f"Override rejected: {e}.") from None
+    return finish_kd(cfg, config_file, list(opts), task)

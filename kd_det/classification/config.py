@@ -3,13 +3,11 @@
 Dataset / row configs live in ``configs/classification/`` and inherit a base recipe with
 ``_BASE_``. Defaults are the CIFAR-100 recipe of CRD.
 """
-import os
 
 from fvcore.common.config import CfgNode as CN
 
-from ..core import import_custom_modules
 from ..errors import ConfigError
-from ..kd_config import add_kd_config, finish_kd, old_key_error, prepare_kd
+from ..kd_config import add_kd_config, load_kd_config
 
 __all__ = ["get_cls_cfg", "load_cls_config"]
 
@@ -119,32 +117,7 @@ def load_cls_config(config_file: str = "", opts=()) -> CN:
     Raises:
         ConfigError: naming the file or key at fault.
     """
-    if config_file and not os.path.isfile(config_file):
-        raise ConfigError(f"Config file {config_file} does not exist.")
-    import_custom_modules(config_file, opts)  # KD.CUSTOM_IMPORTS, before the merge: user losses register first
-    cfg = get_cls_cfg()
-    if config_file:
-        try:
-            cfg.merge_from_file(config_file)
-        except KeyError as e:
-            raise old_key_error(e, f"Config file {config_file}") or ConfigError(
-                f"Config file {config_file}: {e.args[0]} (not a key of get_cls_cfg()).") from None
-        except FileNotFoundError as e:
-            raise ConfigError(f"Config file {config_file}: {e.filename} does not exist.") from None
-        except ValueError as e:
-            raise old_key_error(e, f"Config file {config_file}") or ConfigError(
-                f"Config file {config_file}: {e}.") from None
-    if len(opts) % 2:
-        raise ConfigError(f"Overrides must be KEY VALUE pairs; {opts[-1]!r} has no value.")
-    rest = prepare_kd(cfg, list(opts), "classification", config_file)
-    try:
-        cfg.merge_from_list(rest)
-    except KeyError as e:
-        raise old_key_error(e, "Override") or ConfigError(
-            f"Override {e.args[0]} (not a key of get_cls_cfg()).") from None
-    except (ValueError, AssertionError) as e:
-        raise old_key_error(e, "Override") or ConfigError(f"Override rejected: {e}.") from None
-    finish_kd(cfg, config_file, list(opts), "classification")
+    cfg = load_kd_config(get_cls_cfg, config_file, opts, "classification")
     _check(cfg)
     return cfg
 
