@@ -29,6 +29,7 @@ from collections.abc import Mapping
 import yaml
 
 from .errors import ConfigError
+from .yaml_chain import chain_value, yaml_chain
 
 __all__ = ["SPEC_KEYS", "add_kd_config", "load_kd_config", "loss_specs", "method_label", "flow", "prepare_kd",
            "finish_kd", "legacy_specs", "old_key_error", "OLD_CLASSIFICATION_KEYS"]
@@ -304,31 +305,9 @@ def prepare_kd(cfg, opts, task, source=""):
     return rest
 
 
-def _yaml_chain(path):
-    """The raw yaml dicts of ``path`` and its ``_BASE_`` files, nearest first (as fvcore resolves them)."""
-    chain = []
-    while path and len(chain) < 32:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-        chain.append(data if isinstance(data, dict) else {})
-        base = chain[-1].get("_BASE_")
-        if not isinstance(base, str):
-            break
-        path = base if base.startswith(("/", "https://", "http://")) else os.path.join(os.path.dirname(path), base)
-    return chain
-
-
 def _level(chain, opts, dotted):
     """Where ``dotted`` is set last: 0 = the command line, 1 = the file itself, 2 = its _BASE_, ...; inf = nowhere."""
-    if dotted in opts[::2]:
-        return 0
-    for depth, data in enumerate(chain, 1):
-        node = data
-        for key in dotted.split("."):
-            node = node.get(key) if isinstance(node, dict) else None
-        if node is not None:
-            return depth
-    return math.inf
+    return 0 if dotted in opts[::2] else chain_value(chain, dotted)[0]
 
 
 def finish_kd(cfg, config_file, opts, task):
@@ -346,7 +325,7 @@ def finish_kd(cfg, config_file, opts, task):
     cfg.KD.LOSSES = specs
     if not specs:
         return cfg
-    chain = _yaml_chain(config_file) if config_file else []
+    chain = yaml_chain(config_file) if config_file else []
     method = cfg.KD.LABEL.METHOD
     method_at, losses_at = _level(chain, opts, "KD.LABEL.METHOD"), _level(chain, opts, "KD.LOSSES")
     if not method or losses_at < method_at:

@@ -17,6 +17,8 @@ import os
 
 import yaml
 
+from .yaml_chain import yaml_chain
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSV = os.path.join(REPO, "kd_det", "data", "recipes.csv")
 DOC = os.path.join(REPO, "docs", "recipes.md")
@@ -56,14 +58,7 @@ def row_configs():
 
 def _base_chain(path):
     """The ``_BASE_`` files of ``path``, nearest first, repository-relative."""
-    chain = []
-    while True:
-        with open(os.path.join(REPO, path)) as f:
-            base = (yaml.safe_load(f) or {}).get("_BASE_")
-        if not base:
-            return chain
-        path = os.path.normpath(os.path.join(os.path.dirname(path), base))
-        chain.append(path)
+    return [os.path.relpath(p, REPO) for p, _ in yaml_chain(os.path.join(REPO, path))[1:]]
 
 
 def stock_of(path):

@@ -11,9 +11,8 @@ import ast
 import importlib
 from typing import List, Sequence
 
-from fvcore.common.config import CfgNode
-
 from ..errors import ConfigError
+from ..yaml_chain import chain_value, yaml_chain
 
 __all__ = ["import_custom_modules", "CUSTOM_IMPORTS_KEY"]
 
@@ -26,11 +25,9 @@ def _names_in_file(config_file: str):
     (a file's own value replaces its bases'); None when unset or when the file cannot be read
     (the merge that follows reports that with its own sentence)."""
     try:
-        raw = CfgNode.load_yaml_with_base(config_file)
+        return chain_value(yaml_chain(config_file), CUSTOM_IMPORTS_KEY)[1]
     except Exception:  # noqa: BLE001 - unreadable yaml / missing _BASE_: the loader names it next
         return None
-    kd = raw.get("KD") if isinstance(raw, dict) else None
-    return kd.get("CUSTOM_IMPORTS") if isinstance(kd, dict) else None
 
 
 def _names_in_opts(opts: Sequence[str]):

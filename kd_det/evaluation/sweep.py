@@ -32,6 +32,7 @@ import zlib
 from .. import REPO_ROOT
 from ..errors import ConfigError, UserError
 from ..config_migration import upgrade_dict
+from ..yaml_chain import merged_chain, yaml_chain
 from .runs import COMPLETE, DATASET_ALIASES, config_labels, config_task as _task_of_dict, read_run
 
 __all__ = ["SweepJob", "TrainTask", "resolve_configs", "config_row", "plan", "run_sweep", "EXECUTORS"]
@@ -80,31 +81,9 @@ class SweepJob:
 
 # -- naming configs ---------------------------------------------------------------------------------------------
 
-def _raw_yaml(path, seen=()):
+def _raw_yaml(path):
     """A yaml config with its ``_BASE_`` chain merged as plain dicts (enough to tell the task)."""
-    import yaml
-
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"Config file {path} does not hold a mapping.")
-    base = data.pop("_BASE_", None)
-    if not base:
-        return data
-    base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
-    if base_path in seen or not os.path.isfile(base_path):
-        return data
-    merged = _raw_yaml(base_path, seen + (path,))
-    _deep_update(merged, data)
-    return merged
-
-
-def _deep_update(into, new):
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _deep_update(into[k], v)
-        else:
-            into[k] = v
+    return merged_chain(yaml_chain(path, missing_ok=True))
 
 
 def config_task(path):
