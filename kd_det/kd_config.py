@@ -9,7 +9,7 @@ loss specs, in yaml one flow map per line with its source::
         - {name: dcd, weight: 1.0, params: {alpha: 0.5, proj_dim: 128}}  # DCD paper, Sec. 4.1
         - {name: kd, weight: 1.0, params: {temperature: 1.0}}            # lambda 1 (Eq. 7)
 
-Spec keys (:data:`SPEC_KEYS`): ``name`` (required, a :data:`kd_det.losses.LOSS_REGISTRY` name),
+Spec keys (:data:`kd_det.losses.combine.SPEC_KEYS`, checked by :func:`kd_det.losses.combine.check_spec`): ``name`` (required, a :data:`kd_det.losses.LOSS_REGISTRY` name),
 ``weight`` (>= 0, default 1.0), ``params`` (constructor parameters, default {}), ``inputs`` (loss
 argument -> provided tensor, default {}), ``tag`` (the entry's unique name, default its loss name:
 the logged term is ``loss_<tag>``, so one loss can appear twice under two tags) and ``start_iter``
@@ -31,11 +31,9 @@ import yaml
 from .errors import ConfigError
 from .yaml_chain import chain_value, yaml_chain
 
-__all__ = ["SPEC_KEYS", "add_kd_config", "load_kd_config", "loss_specs", "method_label", "flow", "prepare_kd",
+__all__ = ["add_kd_config", "load_kd_config", "loss_specs", "method_label", "flow", "prepare_kd",
            "finish_kd", "legacy_specs", "old_key_error", "OLD_CLASSIFICATION_KEYS"]
 
-#: Keys of one ``KD.LOSSES`` entry, in the order configs write them.
-SPEC_KEYS = ("name", "weight", "params", "inputs", "tag", "start_iter")
 #: The old detection form's parallel keys, still read (with a warning) and converted to ``KD.LOSSES`` specs.
 LEGACY_KEYS = ("LOSS_WEIGHTS", "LOSS_START_ITERS", "PARAMS", "INPUTS")
 #: Method labels of the plain reference runs, which distil nothing.
@@ -108,7 +106,10 @@ def _tag(spec):
 
 
 def loss_specs(specs, task="detection"):
-    """Validate ``KD.LOSSES`` and return it normalised: one plain dict per entry with every key of :data:`SPEC_KEYS`.
+    """Validate ``KD.LOSSES`` and return it normalised: one plain dict per entry with every spec key.
+
+    Each entry's own keys are checked by :func:`kd_det.losses.combine.check_spec` (also DistillLoss's check); here
+    come what only a config needs: no ``start_iter`` in classification, tags that name an override, no tag twice.
 
     Args:
         specs: the list of spec mappings (``cfg.KD.LOSSES``).
@@ -118,43 +119,21 @@ def loss_specs(specs, task="detection"):
     Raises:
         ConfigError: one sentence naming the entry and the key or value at fault.
     """
-    from .losses import LOSS_REGISTRY, build_loss
+    from .losses.combine import check_spec
 
     if isinstance(specs, (str, Mapping)) or not isinstance(specs, (list, tuple)):
         raise ConfigError(f"KD.LOSSES is {specs!r}; it must be a list of loss specs, e.g. [{_EXAMPLE}].")
     out, seen = [], {}
     for i, spec in enumerate(specs):
-        if not isinstance(spec, Mapping) or "name" not in spec:
-            raise ConfigError(f"KD.LOSSES entry {i} is {spec!r}; each entry must be a mapping with 'name' (and "
-                              f"optional {', '.join(SPEC_KEYS[1:])}), e.g. {_EXAMPLE}.")
-        name = str(spec["name"]).lower()
-        tag = str(spec.get("tag") or name)
+        try:
+            spec = check_spec(spec, i, "KD.LOSSES")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        name, tag, start = spec["name"], spec["tag"], spec["start_iter"]
         where = f"KD.LOSSES: {tag}:"
-        unknown = sorted(set(spec) - set(SPEC_KEYS))
-        if unknown:
-            raise ConfigError(f"{where} unknown spec key {unknown[0]!r}; a spec takes {', '.join(SPEC_KEYS)}.")
-        if name not in LOSS_REGISTRY:
-            try:
-                build_loss(name)
-            except ValueError as e:  # the registry's sentence, naming the known losses
-                raise ConfigError(f"KD.LOSSES: {e}") from None
-        weight = spec.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-            raise ConfigError(f"{where} spec key 'weight' must be a finite number >= 0, got {weight!r}.")
-        start = spec.get("start_iter", 0)
-        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-            raise ConfigError(f"{where} spec key 'start_iter' must be an int >= 0 (the first training iteration the "
-                              f"term counts), got {start!r}.")
         if start and task == "classification":
             raise ConfigError(f"KD.LOSSES entry {i} ({name!r}) sets start_iter {start}, which classification "
                               "training does not support; remove it or use KD.WARMUP_EPOCHS.")
-        maps = {}
-        for key in ("params", "inputs"):
-            value = spec.get(key) or {}
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{where} spec key {key!r} must be a mapping, e.g. {key}: {{beta: 0.5}}; "
-                                  f"got {value!r}.")
-            maps[key] = _plain(value)
         if not tag.replace("_", "").isalnum() or not tag.isascii():
             raise ConfigError(f"{where} spec key 'tag' must be one word of letters, digits and underscores (it names "
                               "the logged term loss_<tag> and the override KD.LOSSES.<tag>.weight).")
@@ -162,8 +141,7 @@ def loss_specs(specs, task="detection"):
             raise ConfigError(f"KD.LOSSES entries {seen[tag]} and {i} share the tag {tag!r}; give one of them its own "
                               f"tag (e.g. tag: {tag}_2) so that each logs its own loss_<tag>.")
         seen[tag] = i
-        out.append({"name": name, "weight": float(weight), "params": maps["params"], "inputs": maps["inputs"],
-                    "tag": tag, "start_iter": int(start)})
+        out.append({**spec, "params": _plain(spec["params"]), "inputs": _plain(spec["inputs"])})
     return out
 
 

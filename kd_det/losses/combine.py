@@ -24,9 +24,64 @@ from typing import Mapping
 
 from torch import Tensor, nn
 
-__all__ = ["DistillLoss", "check_inputs"]
+__all__ = ["DistillLoss", "check_inputs", "check_spec", "SPEC_KEYS"]
 
-_SPEC_KEYS = ("name", "weight", "params", "inputs", "tag", "start_iter")
+#: Keys of one loss spec, in the order configs write them.
+SPEC_KEYS = ("name", "weight", "params", "inputs", "tag", "start_iter")
+_EXAMPLE = "{name: dkd, weight: 1.0, params: {beta: 0.5}}"
+
+
+def check_spec(spec, index: int, where: str = "DistillLoss") -> dict:
+    """One loss spec checked and completed: the one validator of a spec's own keys (DistillLoss and ``KD.LOSSES``).
+
+    Args:
+        spec: a mapping with ``name`` and optional keys of :data:`SPEC_KEYS`.
+        index: its position in the list (named in the error when the entry has no name).
+        where: what the error sentence starts with ("DistillLoss", "KD.LOSSES").
+
+    Returns:
+        ``{"name", "weight", "params", "inputs", "tag", "start_iter"}``: name lower-case, tag default the
+        name, weight a float, start_iter an int, params / inputs dicts (not copied deeper).
+
+    Raises:
+        ValueError: one sentence, ``"<where>: <tag>: ..."``, naming the key and value at fault.
+    """
+    from . import LOSS_REGISTRY, build_loss
+
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ValueError(f"{where} entry {index} is {spec!r}; each entry must be a mapping with 'name' (and "
+                         f"optional {', '.join(SPEC_KEYS[1:])}), e.g. {_EXAMPLE}.")
+    name = str(spec["name"]).lower()
+    tag = str(spec.get("tag") or name)
+    at = f"{where}: {tag}:"
+    unknown = sorted(set(spec) - set(SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"{at} unknown spec key {unknown[0]!r}; a spec takes {', '.join(SPEC_KEYS)}.")
+    if name not in LOSS_REGISTRY:
+        try:
+            build_loss(name)
+        except ValueError as e:  # the registry's sentence, naming the known losses
+            raise ValueError(f"{where}: {e}") from None
+    weight = spec.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"{at} spec key 'weight' must be a finite number >= 0, got {weight!r}.")
+    start = spec.get("start_iter", 0)
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ValueError(f"{at} spec key 'start_iter' must be an int >= 0 (the first training iteration the term "
+                         f"counts), got {start!r}.")
+    maps = {}
+    for key in ("params", "inputs"):
+        value = spec.get(key) or {}
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{at} spec key {key!r} must be a mapping, e.g. {key}: {{beta: 0.5}}; got {value!r}.")
+        maps[key] = dict(value)
+    takes = LOSS_REGISTRY[name].INPUTS
+    bad = sorted(set(maps["inputs"]) - set(takes))
+    if bad:
+        raise ValueError(f"{at} spec key 'inputs' remaps {bad}, which the loss does not take; it takes "
+                         f"{', '.join(takes)}.")
+    return {"name": name, "weight": float(weight), "params": maps["params"], "inputs": maps["inputs"], "tag": tag,
+            "start_iter": int(start)}
 
 
 class DistillLoss(nn.Module):
@@ -40,7 +95,7 @@ class DistillLoss(nn.Module):
 
     def __init__(self, specs, shapes: Mapping | None = None):
         super().__init__()
-        from . import LOSS_REGISTRY, build_loss
+        from . import LOSS_REGISTRY
 
         if isinstance(specs, Mapping) or not isinstance(specs, (list, tuple)):
             raise ValueError("DistillLoss: 'specs' must be a list of dicts with at least a 'name' key.")
@@ -50,32 +105,11 @@ class DistillLoss(nn.Module):
         self.start_iters: dict[str, int] = {}
         self.input_maps: dict[str, dict[str, str]] = {}
         for number, spec in enumerate(specs):
-            if not isinstance(spec, Mapping) or "name" not in spec:
-                raise ValueError(f"DistillLoss: spec #{number} must be a dict with a 'name' key, got {spec!r}.")
-            unknown = sorted(set(spec) - set(_SPEC_KEYS))
-            if unknown:
-                raise ValueError(f"DistillLoss: spec #{number} ({spec['name']!r}) has unknown key(s) {unknown}; "
-                                 f"allowed: {', '.join(_SPEC_KEYS)}.")
-            name = str(spec["name"]).lower()
-            if name not in LOSS_REGISTRY:
-                build_loss(name)  # raises the registry's one-sentence error
+            spec = check_spec(spec, number)
+            name, weight, start_iter, inputs = spec["name"], spec["weight"], spec["start_iter"], spec["inputs"]
             cls = LOSS_REGISTRY[name]
-            weight = spec.get("weight", 1.0)
-            if (isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight)
-                    or weight < 0):
-                raise ValueError(f"{name}: spec key 'weight' must be a finite number >= 0, got {weight!r}.")
-            start_iter = spec.get("start_iter", 0)
-            if isinstance(start_iter, bool) or not isinstance(start_iter, int) or start_iter < 0:
-                raise ValueError(f"{name}: spec key 'start_iter' must be an int >= 0 (the first iteration the "
-                                 f"term counts), got {start_iter!r}.")
-            inputs = dict(spec.get("inputs") or {})
-            bad = sorted(set(inputs) - set(cls.INPUTS))
-            if bad:
-                raise ValueError(f"{name}: spec key 'inputs' remaps {bad}, which the loss does not take; "
-                                 f"it takes {', '.join(cls.INPUTS)}.")
-            params = dict(spec.get("params") or {})
-            loss = self._build(name, cls, params, self._view(shapes, inputs))
-            tag = str(spec.get("tag") or name)
+            loss = self._build(name, cls, spec["params"], self._view(shapes, inputs))
+            tag = spec["tag"]
             key, count = tag, 1
             while key in self.losses:
                 count += 1

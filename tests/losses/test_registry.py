@@ -208,12 +208,12 @@ def test_distill_loss_missing_tensor_names_loss_and_key():
 
 
 @pytest.mark.parametrize("spec,shapes,pattern", [
-    ({"name": "kd", "weight": -1}, None, r"^kd: spec key 'weight' must be a finite number >= 0, got -1\.$"),
+    ({"name": "kd", "weight": -1}, None, r"^DistillLoss: kd: spec key 'weight' must be a finite number >= 0, got -1\.$"),
     ({"name": "kd", "params": {"temp": 2}}, None, r"^kd: unknown parameter\(s\) \['temp'\]; known: temperature\.$"),
-    ({"name": "kd", "inputs": {"emb_s": "x"}}, None, r"^kd: spec key 'inputs' remaps \['emb_s'\]"),
-    ({"name": "kd", "wieght": 1}, None, r"^DistillLoss: spec #0 \('kd'\) has unknown key\(s\) \['wieght'\]"),
+    ({"name": "kd", "inputs": {"emb_s": "x"}}, None, r"^DistillLoss: kd: spec key 'inputs' remaps \['emb_s'\]"),
+    ({"name": "kd", "wieght": 1}, None, r"^DistillLoss: kd: unknown spec key 'wieght'; a spec takes name, "),
     ({"name": "crd"}, {"emb_s": 4}, r"^crd: parameter 'in_dim_t' is missing; give it in the spec's 'params'"),
-    ({"name": "nope"}, None, r"^Unknown loss 'nope'; known losses: "),
+    ({"name": "nope"}, None, r"^DistillLoss: Unknown loss 'nope'; known losses: "),
     ({"name": "dkd", "params": {"temperature": -3.0}}, None, r"^dkd: parameter 'temperature' must be"),
 ])
 def test_distill_loss_bad_spec_is_one_sentence(spec, shapes, pattern):
@@ -269,6 +269,6 @@ def test_distill_loss_start_iter_zero_before_weighted_after():
 
 @pytest.mark.parametrize("value", [-1, 2.5, True, "10", None])
 def test_distill_loss_bad_start_iter_is_one_sentence(value):
-    with pytest.raises(ValueError, match=r"^kd: spec key 'start_iter' must be an int >= 0 \(the first iteration the "
-                                         r"term counts\), got .*\.$"):
+    with pytest.raises(ValueError, match=r"^DistillLoss: kd: spec key 'start_iter' must be an int >= 0 \(the first "
+                                         r"training iteration the term counts\), got .*\.$"):
         DistillLoss([{"name": "kd", "start_iter": value}])
