@@ -57,6 +57,12 @@ def add_kd_config(cfg):
     cfg.KD.TEACHER = node()
     # Teacher weights, a local file (detection: Detectron2 .pkl / .pth; classification: .pth); "" = no teacher.
     cfg.KD.TEACHER.WEIGHTS = ""
+    # The teacher's own inference precision: "" = the student's (float32, or SOLVER.AMP's autocast); "float32";
+    # "bfloat16" / "float16" (CUDA only) = autocast for the teacher alone, outputs cast back to float32. A choice
+    # for speed, not from the papers (they run the teacher in the student's precision): docs/performance.md.
+    cfg.KD.TEACHER.PRECISION = ""
+    # Teacher weights in channels_last (NHWC) memory format, which oneDNN / cuDNN convolutions prefer.
+    cfg.KD.TEACHER.CHANNELS_LAST = False
     # Distillation terms: a list of specs {name, weight, params, inputs, tag, start_iter} (kd_det/kd_config.py),
     # in yaml one flow map per line, e.g. - {name: dkd, weight: 1.0, params: {beta: 0.5}}.
     cfg.KD.LOSSES = []
@@ -299,6 +305,9 @@ def finish_kd(cfg, config_file, opts, task):
     Raises:
         ConfigError: a bad spec, or a reference-run label on a distilled run.
     """
+    from .core import resolve_teacher_mode
+
+    resolve_teacher_mode("cuda", cfg.KD.TEACHER.PRECISION)  # the value's name; the device is checked at build
     specs = loss_specs(cfg.KD.LOSSES, task)
     cfg.KD.LOSSES = specs
     if not specs:

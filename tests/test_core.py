@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from kd_det.core import (FrozenTeacherMixin, ResumableSampler, atomic_save, atomic_write, atomic_write_text,
-                         get_rng_state, import_custom_modules, isolated_rng, non_finite_term, resolve_amp, seed_all,
-                         set_rng_state)
+                         get_rng_state, import_custom_modules, isolated_rng, non_finite_term, resolve_amp,
+                         resolve_teacher_mode, seed_all, set_rng_state)
 from kd_det.errors import ConfigError
 
 
@@ -142,6 +142,34 @@ def test_frozen_teacher_is_outside_the_module_tree_and_stays_frozen():
     assert owner.training and not teacher.training
     owner.teacher = None
     assert owner.teacher is None and owner.train() is owner
+
+
+@pytest.mark.parametrize("precision, autocast_in, out_dtype", [
+    ("", True, torch.bfloat16),          # follows the caller's autocast
+    ("", False, torch.float32),
+    ("float32", True, torch.float32),    # autocast off for the teacher alone
+    ("bfloat16", False, torch.bfloat16),
+])
+def test_teacher_mode_context(precision, autocast_in, out_dtype):
+    mode = resolve_teacher_mode("cpu", precision)
+    x = torch.randn(2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_in), mode.context():
+        y = x @ x.T
+        assert not torch.is_grad_enabled()
+    assert y.dtype == out_dtype
+    out = mode.outputs({"a": y, "b": [y, torch.arange(3)]})
+    expected = torch.float32 if precision == "bfloat16" else out_dtype  # only a fixed low precision is cast back
+    assert out["a"].dtype == out["b"][0].dtype == expected and out["b"][1].dtype == torch.int64
+
+
+def test_teacher_mode_prepares_channels_last_and_refuses_bad_values():
+    conv = torch.nn.Conv2d(3, 4, 3)
+    assert resolve_teacher_mode("cpu", "", True).prepare(conv).weight.is_contiguous(memory_format=torch.channels_last)
+    assert resolve_teacher_mode("cuda:0", "float16").dtype == torch.float16
+    with pytest.raises(ConfigError, match=r"^KD\.TEACHER\.PRECISION is 'fp16'; use "):
+        resolve_teacher_mode("cpu", "fp16")
+    with pytest.raises(ConfigError, match=r"^KD\.TEACHER\.PRECISION is 'float16' but the teacher runs on the CPU"):
+        resolve_teacher_mode("cpu", "float16")
 
 
 # ------------------------------------------------------------------ KD.CUSTOM_IMPORTS

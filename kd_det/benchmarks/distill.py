@@ -8,7 +8,11 @@ Measured side by side in one process, same weights, same batch (medians of ``--s
 * (c) a DistillRCNN training step for each method;
 * with ``--amp``, also (c) under autocast (``--amp-dtype``, bfloat16 by default: with ``--raw-init``
   a float16 R-101 teacher overflows to Inf, which trained weights do not), as a row "<method> amp"
-  with its speed-up over float32.
+  with its speed-up over float32;
+* with ``--teacher-precision`` / ``--teacher-channels-last``, also (b) and each (c) with the teacher alone in
+  that precision / memory format (``KD.TEACHER.PRECISION`` / ``CHANNELS_LAST``, the student in float32), as
+  rows "(b) <mode>" and "<method> <mode>"; their c / (a + b) keeps the float32 (b) in the denominator, so a
+  ratio below the float32 row's is the time the teacher's mode saves.
 
 Prints c / (a + b) per method (the target is <= 1.05 for logit losses and <= 1.10 with feature
 losses) and peak memory (CUDA: max allocated per phase; CPU: process peak RSS after each phase,
@@ -342,6 +346,10 @@ def main(argv):
                    help="keep Detectron2's raw random initialisation (no frozen-BN calibration; see above)")
     p.add_argument("--amp", action="store_true", help="also time each method under autocast")
     p.add_argument("--amp-dtype", default="bfloat16", choices=["bfloat16", "float16"])
+    p.add_argument("--teacher-precision", choices=["float32", "bfloat16", "float16"],
+                   help="also time (b) and every method with the teacher alone in this precision (KD.TEACHER.PRECISION)")
+    p.add_argument("--teacher-channels-last", action="store_true",
+                   help="... and with its weights in channels_last (KD.TEACHER.CHANNELS_LAST)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="also print the N operators with the most self CPU time of one step of (a) and of each "
                         "method (torch.profiler, CPU)")
@@ -370,16 +378,28 @@ def main(argv):
         DetectionCheckpointer(teacher_model, save_dir=tmp).save("teacher")
         del teacher_model
         teacher_w = os.path.join(tmp, "teacher.pth")
-        models = {m: build_model(load_config(os.path.join(REPO, PAIR_DIR, f"{m}.yaml"),
-                                             base + a.opts + ["KD.TEACHER.WEIGHTS", teacher_w])).train()
-                  for m in a.methods.split(",")}
-        teacher = next(iter(models.values())).teacher
+        mode_opts, mode = [], None
+        if a.teacher_precision or a.teacher_channels_last:
+            precision = a.teacher_precision or "float32"
+            mode_opts = ["KD.TEACHER.PRECISION", precision, "KD.TEACHER.CHANNELS_LAST", str(a.teacher_channels_last)]
+            mode = f"teacher {precision}" + (" channels_last" if a.teacher_channels_last else "")
+        models = {}
+        for m in a.methods.split(","):
+            for label, extra in [(m, [])] + ([(f"{m} {mode}", mode_opts)] if mode else []):
+                models[label] = build_model(load_config(os.path.join(REPO, PAIR_DIR, f"{m}.yaml"), base + a.opts + [
+                    "KD.TEACHER.WEIGHTS", teacher_w] + extra)).train()
         inputs = [{"image": x["image"]} for x in batch]
 
-        def teacher_forward():
-            with torch.no_grad(), clock.phase("teacher"):
-                teacher(inputs)
-        fns = {"a": _train_step(student, batch, clock=clock), "b": teacher_forward}
+        def teacher_forward(model):
+            def run():
+                with model.teacher_mode.context(), clock.phase("teacher"):
+                    model.teacher(inputs)
+            return run
+        first = next(iter(models.values()))
+        teacher = first.teacher
+        fns = {"a": _train_step(student, batch, clock=clock), "b": teacher_forward(first)}
+        if mode:
+            fns[f"(b) {mode}"] = teacher_forward(models[f"{a.methods.split(',')[0]} {mode}"])
         for name, model in models.items():
             model.load_state_dict(student.state_dict(), strict=False)
             clock.attach("teacher", teacher_parts(model.teacher))
@@ -405,6 +425,7 @@ def main(argv):
             "a_s": t_a, "b_s": t_b,
             "a_phases": {k: v for k, v in ph["a"].items() if k in ("student_fwd_s", "backward_s")},
             "b_phases": {"teacher_fwd_s": ph["b"]["teacher_fwd_s"]},
+            **({"b_mode": {"mode": mode, "s": t[f"(b) {mode}"], "speedup": t_b / t[f"(b) {mode}"]}} if mode else {}),
             "methods": [{"method": m, "c_s": t[m], "ratio": t[m] / (t_a + t_b), "phases": ph[m],
                          "amp_speedup": t[m.split(" ")[0]] / t[m] if m.endswith(" amp") else None}
                         for m in names]}
@@ -440,19 +461,24 @@ def main(argv):
     if not same_inputs:
         print("WARNING: a method's student normalises its input unlike (a); c/(a+b) compares unlike things.",
               file=sys.stderr)
+    w = max([28] + [len(r['method']) + 2 for r in rows] + ([len(mode) + 6] if mode else []))
     mb = (lambda v: f"{v:10.0f}") if cuda else (lambda v: f"{'-':>10}")
     for clock_name, fig in figures.items():
         print(f"\n{'wall time' if clock_name == 'wall' else 'process CPU time (all threads)'}, medians in s")
-        print(f"{'':<28}{'step s':>9}{'c/(a+b)':>9}{'student fwd':>12}{'teacher fwd':>12}{'losses fwd':>12}"
+        print(f"{'':<{w}}{'step s':>9}{'c/(a+b)':>9}{'student fwd':>12}{'teacher fwd':>12}{'losses fwd':>12}"
               f"{'backward':>12}" + (f"{'peak MB':>10}{'amp speed-up':>14}" if clock_name == "wall" else ""))
         wall = clock_name == "wall"
-        print(f"{'(a) student train step':<28}{fig['a_s']:9.3f}{'':>9}{_phase_cells(fig['a_phases'])}"
+        print(f"{'(a) student train step':<{w}}{fig['a_s']:9.3f}{'':>9}{_phase_cells(fig['a_phases'])}"
               + (mb(res["peak"]["a"]) if wall else ""))
-        print(f"{'(b) teacher inference fwd':<28}{fig['b_s']:9.3f}{'':>9}{_phase_cells(fig['b_phases'])}"
+        print(f"{'(b) teacher inference fwd':<{w}}{fig['b_s']:9.3f}{'':>9}{_phase_cells(fig['b_phases'])}"
               + (mb(res["peak"]["b"]) if wall else ""))
+        if mode:
+            bm = fig["b_mode"]
+            print(f"{'(b) ' + mode:<{w}}{bm['s']:9.3f}{'':>9}  speed-up over (b) {bm['speedup']:.2f}x"
+                  + (mb(res["peak"][f"(b) {mode}"]) if wall else ""))
         for r in fig["methods"]:
             up = f"{r['amp_speedup']:14.2f}" if r["amp_speedup"] else ""
-            print(f"{r['method']:<28}{r['c_s']:9.3f}{r['ratio']:9.3f}{_phase_cells(r['phases'])}"
+            print(f"{r['method']:<{w}}{r['c_s']:9.3f}{r['ratio']:9.3f}{_phase_cells(r['phases'])}"
                   + (f"{mb(res['peak'][r['method']])}{up}" if wall else ""))
     print("\nphases: student fwd = forward minus teacher and losses (preprocessing, backbone, RPN, RoI sampling "
           "and head, detection losses); backward = loss.backward() (no optimizer update).")
@@ -468,7 +494,7 @@ def main(argv):
                        "inputs": {"student": inputs_a, "teacher": inputs_t, "methods_match_student": same_inputs},
                        "weights": {"init": "raw" if a.raw_init else "frozen_bn_calibrated", **teacher_out},
                        "a_s": wall["a_s"], "b_s": wall["b_s"], "a_phases": wall["a_phases"],
-                       "b_phases": wall["b_phases"], "cpu": figures.get("cpu"),
+                       "b_phases": wall["b_phases"], "b_mode": wall.get("b_mode"), "cpu": figures.get("cpu"),
                        "peak_a_mb": res["peak"]["a"], "peak_b_mb": res["peak"]["b"], "methods": rows,
                        "profile": profile}, f, indent=2)
     return 0

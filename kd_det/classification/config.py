@@ -57,7 +57,8 @@ _C.MODEL.ARCH = "resnet8x4"
 _C.MODEL.WEIGHTS = ""
 
 # The shared distillation keys: KD.CUSTOM_IMPORTS, KD.TEACHER.WEIGHTS (a local teacher checkpoint, required with
-# KD.TEACHER.ARCH: no weights can be downloaded), KD.LOSSES (loss specs) and the row labels KD.LABEL.*
+# KD.TEACHER.ARCH: no weights can be downloaded), KD.TEACHER.PRECISION / CHANNELS_LAST (how the teacher runs),
+# KD.LOSSES (loss specs) and the row labels KD.LABEL.*
 add_kd_config(_C)
 # Teacher architecture, a key of kd_det.classification.models.MODEL_REGISTRY; empty = no teacher (plain
 # cross-entropy: "teacher" / "student" rows)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..core import FrozenTeacherMixin
+from ..core import FrozenTeacherMixin, TeacherMode
 from ..errors import ConfigError
 from ..kd_config import loss_specs
 from ..losses import DistillLoss, check_inputs
@@ -77,6 +77,8 @@ class Distiller(FrozenTeacherMixin):
         criterion: a ``kd_det.losses.DistillLoss`` (None without a teacher); it may only need
             inputs of :attr:`PROVIDED_INPUTS`.
         ce_weight: weight of the label cross-entropy.
+        teacher_mode: the teacher's own precision and memory format (:class:`kd_det.core.TeacherMode`;
+            ``KD.TEACHER.PRECISION`` / ``CHANNELS_LAST``); default: the student's precision, NCHW.
     """
 
     #: The loss inputs a classification training step provides (names of kd_det.losses.vocabulary.INPUTS).
@@ -87,10 +89,12 @@ class Distiller(FrozenTeacherMixin):
     TEACHER_OUTPUTS = ("logits_t", "emb_t", "feats_t", "stage_feats_t", "preact_feats_t")
 
     def __init__(self, student: ClsNet, teacher: Optional[ClsNet] = None,
-                 criterion: Optional[nn.Module] = None, ce_weight: float = 1.0):
+                 criterion: Optional[nn.Module] = None, ce_weight: float = 1.0,
+                 teacher_mode: Optional[TeacherMode] = None):
         super().__init__()
         self.student = student
-        self.teacher = teacher
+        self.teacher_mode = teacher_mode or TeacherMode()
+        self.teacher = None if teacher is None else self.teacher_mode.prepare(teacher)
         self.criterion = criterion
         self.ce_weight = float(ce_weight)
         self.wanted = set()
@@ -123,8 +127,9 @@ class Distiller(FrozenTeacherMixin):
             "target": target, "index": index, "contrast_index": contrast_index,
         }
         if self.wanted & set(self.TEACHER_OUTPUTS):
-            with torch.no_grad():
-                out_t = self.teacher(images, with_features=True, preact="preact_feats_t" in self.wanted)
+            with self.teacher_mode.context():
+                out_t = self.teacher_mode.outputs(
+                    self.teacher(images, with_features=True, preact="preact_feats_t" in self.wanted))
             available.update(logits_t=out_t["logits"], emb_t=out_t["emb"], feats_t=out_t["feats"],
                              stage_feats_t=out_t["stage_feats"], preact_feats_t=out_t["preact_feats"])
         if "teacher_classifier" in self.wanted:

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ..core import atomic_save, non_finite_term, resolve_amp, seed_all
+from ..core import atomic_save, non_finite_term, resolve_amp, resolve_teacher_mode, seed_all
 from ..errors import ConfigError, NonFiniteLossError
 from ..safe_load import load_torch
 from . import dist
@@ -135,7 +135,8 @@ def _build(cfg, num_samples: int, device: torch.device) -> Distiller:
         if cfg.KD.LOSSES:
             criterion = build_distill_loss(cfg.KD.LOSSES, student, teacher, num_samples,
                                            num_classes)
-    return Distiller(student, teacher, criterion, cfg.KD.CE_WEIGHT).to(device)
+    mode = resolve_teacher_mode(device, cfg.KD.TEACHER.PRECISION, cfg.KD.TEACHER.CHANNELS_LAST)
+    return Distiller(student, teacher, criterion, cfg.KD.CE_WEIGHT, teacher_mode=mode).to(device)
 
 
 def _train_one_epoch(cfg, model, distiller, loader, optimizer, scaler, device, epoch) -> Dict[str, float]:

@@ -3,11 +3,84 @@
 Both engines use it: ``DistillRCNN`` (detection) and ``Distiller`` (classification) subclass
 :class:`FrozenTeacherMixin` and write ``self.teacher = model``. Never imports Detectron2.
 """
-from typing import Optional
+from contextlib import ExitStack, contextmanager
+from typing import Any, NamedTuple, Optional
 
+import torch
 from torch import nn
 
-__all__ = ["FrozenTeacherMixin", "freeze_"]
+from ..errors import ConfigError
+
+__all__ = ["FrozenTeacherMixin", "freeze_", "TeacherMode", "resolve_teacher_mode", "TEACHER_PRECISIONS"]
+
+#: ``KD.TEACHER.PRECISION`` values: "" runs the teacher in whatever autocast the student's step is in
+#: (float32 without ``SOLVER.AMP``); the others fix the teacher's own precision, whatever the student's.
+TEACHER_PRECISIONS = ("", "float32", "bfloat16", "float16")
+
+
+class TeacherMode(NamedTuple):
+    """How a frozen teacher runs: its autocast precision and memory format (the student keeps its own).
+
+    ``precision`` "" = inherit the caller's autocast (the default); "float32" = autocast off for the
+    teacher even when the student's step is under AMP; "bfloat16" / "float16" = the teacher's forward under
+    autocast in that dtype, its floating outputs cast back to float32 (:meth:`outputs`), so losses and the
+    student see float32 teacher tensors. ``channels_last``: the teacher's weights (hence its convolutions'
+    outputs) in NHWC, the layout oneDNN and cuDNN prefer.
+    """
+
+    device_type: str = "cpu"  # "cuda" or "cpu"
+    precision: str = ""
+    channels_last: bool = False
+
+    @property
+    def dtype(self) -> Optional[torch.dtype]:
+        """The teacher's autocast dtype; None when it follows the caller ("") or runs float32."""
+        return getattr(torch, self.precision) if self.precision in ("bfloat16", "float16") else None
+
+    @contextmanager
+    def context(self):
+        """``torch.no_grad()`` plus the teacher's autocast (none for "": the caller's stays in force)."""
+        with ExitStack() as stack:
+            stack.enter_context(torch.no_grad())
+            if self.precision:
+                stack.enter_context(torch.autocast(self.device_type, dtype=self.dtype or torch.bfloat16,
+                                                   enabled=self.dtype is not None))
+            yield
+
+    def prepare(self, module: nn.Module) -> nn.Module:
+        """``module`` in this mode's memory format (in place; returns it)."""
+        return module.to(memory_format=torch.channels_last) if self.channels_last else module
+
+    def outputs(self, value: Any) -> Any:
+        """``value`` (a tensor, or dicts / lists / tuples of them) with low-precision floating tensors as float32."""
+        if self.dtype is None:
+            return value
+        if isinstance(value, torch.Tensor):
+            return value.float() if value.dtype in (torch.float16, torch.bfloat16) else value
+        if isinstance(value, dict):
+            return type(value)((k, self.outputs(v)) for k, v in value.items())
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.outputs(v) for v in value)
+        return value
+
+
+def resolve_teacher_mode(device, precision: str = "", channels_last: bool = False,
+                         key: str = "KD.TEACHER.PRECISION") -> TeacherMode:
+    """The :class:`TeacherMode` for ``device`` ("cuda:0", "cpu", a ``torch.device``).
+
+    Raises:
+        ConfigError: ``precision`` is not one of :data:`TEACHER_PRECISIONS`, or float16 on a CPU (the sentence
+            names ``key``).
+    """
+    device_type = "cuda" if str(device).startswith("cuda") else "cpu"
+    precision = str(precision or "")
+    if precision not in TEACHER_PRECISIONS:
+        raise ConfigError(f"{key} is {precision!r}; use \"float32\", \"bfloat16\", \"float16\" or \"\" (the "
+                          "student's autocast).")
+    if precision == "float16" and device_type == "cpu":
+        raise ConfigError(f"{key} is 'float16' but the teacher runs on the CPU, where float16 is slow; use "
+                          "'bfloat16' there.")
+    return TeacherMode(device_type, precision, bool(channels_last))
 
 
 def freeze_(module: nn.Module) -> nn.Module:

@@ -14,7 +14,7 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 from torch.utils.data import DataLoader
 
 from .. import modeling  # noqa: F401  (registers DistillRCNN and the extra backbones)
-from ..core import ResumableSampler, atomic_write_text
+from ..core import ResumableSampler, atomic_write_text, resolve_teacher_mode
 from ..data import check_num_classes
 from ..errors import NonFiniteLossError, UserError
 from ..evaluation.evaluator import COCOBoxEvaluator
@@ -216,13 +216,16 @@ def evaluate_teacher(cfg):
     """Evaluate the teacher of ``cfg`` (KD.TEACHER.*) with the student's evaluator and test sets.
 
     Writes ``OUTPUT_DIR/teacher_eval/{config.yaml,evaluation.json}`` with KD.LABEL.METHOD "teacher",
-    so reports carry a teacher row measured by the same code as the students.
+    so reports carry a teacher row measured by the same code as the students. The teacher runs as it
+    does during distillation: in ``KD.TEACHER.PRECISION`` and ``KD.TEACHER.CHANNELS_LAST``.
     """
     from ..modeling.teacher import build_teacher
 
     teacher, tcfg, identity = build_teacher(cfg)
+    mode = resolve_teacher_mode(teacher.device, cfg.KD.TEACHER.PRECISION, cfg.KD.TEACHER.CHANNELS_LAST)
     tcfg = tcfg.clone()
     tcfg.defrost()
+    tcfg.KD.TEACHER.PRECISION, tcfg.KD.TEACHER.CHANNELS_LAST = mode.precision, mode.channels_last
     tcfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, "teacher_eval")
     tcfg.DATASETS.TEST = cfg.DATASETS.TEST
     tcfg.TEST.EVAL_BACKEND = cfg.TEST.EVAL_BACKEND
@@ -233,4 +236,5 @@ def evaluate_teacher(cfg):
         os.makedirs(tcfg.OUTPUT_DIR, exist_ok=True)
         with open(os.path.join(tcfg.OUTPUT_DIR, "config.yaml"), "w") as f:
             f.write(tcfg.dump())
-    return Trainer.test(tcfg, teacher)
+    with mode.context():
+        return Trainer.test(tcfg, mode.prepare(teacher))

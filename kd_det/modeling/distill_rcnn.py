@@ -37,7 +37,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.roi_heads import StandardROIHeads
 from detectron2.utils.events import get_event_storage
 
-from ..core import FrozenTeacherMixin, isolated_rng
+from ..core import FrozenTeacherMixin, TeacherMode, isolated_rng, resolve_teacher_mode
 from ..errors import ConfigError
 from ..kd_config import legacy_specs
 from ..kd_config import loss_specs as kd_loss_specs
@@ -135,6 +135,8 @@ class DistillRCNN(FrozenTeacherMixin, GeneralizedRCNN):
         feature_levels: FPN levels handed over as ``feats_s`` / ``feats_t``, finest first.
         teacher_identity: what the teacher was loaded from ({"config_file", "weights", "sha256",
             "matched_fraction"}); checkpoints record it and refuse to resume with another teacher.
+        teacher_mode: the teacher's own precision and memory format (:class:`kd_det.core.TeacherMode`;
+            ``KD.TEACHER.PRECISION`` / ``CHANNELS_LAST``); default: the student's precision, NCHW.
         **kwargs: the student's :class:`GeneralizedRCNN` arguments (backbone, proposal_generator,
             roi_heads, pixel_mean, pixel_std, input_format, vis_period).
     """
@@ -144,10 +146,12 @@ class DistillRCNN(FrozenTeacherMixin, GeneralizedRCNN):
                        "gt_boxes", "object_id")
 
     @configurable
-    def __init__(self, *, teacher, distill, feature_levels, teacher_identity=None, **kwargs):
+    def __init__(self, *, teacher, distill, feature_levels, teacher_identity=None, teacher_mode=None, **kwargs):
         super().__init__(**kwargs)
         _check_box_head(self.roi_heads, type(self.roi_heads).__name__)
-        self.teacher = teacher.to(self.device)  # frozen, not a submodule: not in state_dict, DDP or the optimizer
+        self.teacher_mode = teacher_mode or TeacherMode(self.device.type)
+        # frozen, not a submodule: not in state_dict, DDP or the optimizer
+        self.teacher = self.teacher_mode.prepare(teacher.to(self.device))
         self.teacher_identity = teacher_identity
         self._flip_for_teacher = teacher.input_format != self.input_format
         self.feature_levels = list(feature_levels)
@@ -193,8 +197,9 @@ class DistillRCNN(FrozenTeacherMixin, GeneralizedRCNN):
             raise ConfigError(f"KD.LOSSES: {e}") from None
         if cfg.KD.NORM:
             _convert_batchnorm(distill, cfg.KD.NORM)
+        mode = resolve_teacher_mode(cfg.MODEL.DEVICE, cfg.KD.TEACHER.PRECISION, cfg.KD.TEACHER.CHANNELS_LAST)
         return {**student, "teacher": teacher, "distill": distill, "feature_levels": levels,
-                "teacher_identity": identity}
+                "teacher_identity": identity, "teacher_mode": mode}
 
     def forward(self, batched_inputs):
         """Training: the student's detection losses + one ``loss_<name>`` per distillation loss.
@@ -226,13 +231,17 @@ class DistillRCNN(FrozenTeacherMixin, GeneralizedRCNN):
         losses.update(self.distill(iteration=get_event_storage().iter, **tensors))  # iteration: KD.LOSS_START_ITERS
         return losses
 
-    @torch.no_grad()
     def _teacher_forward(self, batched_inputs, boxes):
         """The teacher tensors the losses consume, running only ``self.teacher_parts``: the backbone once
         (-> ``feats_t``, dict level -> (B, C, H, W)), the box pooler + head on the student's sampled RoIs
-        (-> ``emb_t``, (R, D_t)), the box predictor on them (-> ``logits_t``, (R, K+1)); no RPN, no grad."""
+        (-> ``emb_t``, (R, D_t)), the box predictor on them (-> ``logits_t``, (R, K+1)); no RPN, no grad,
+        in ``self.teacher_mode``'s precision (low-precision outputs come back as float32)."""
         if not self.teacher_parts:
             return {}
+        with self.teacher_mode.context():
+            return self.teacher_mode.outputs(self._teacher_parts_forward(batched_inputs, boxes))
+
+    def _teacher_parts_forward(self, batched_inputs, boxes):
         t, out = self.teacher, {}
         if self._flip_for_teacher:  # RGB <-> BGR when the two configs read images differently
             batched_inputs = [dict(x, image=x["image"].flip(0)) for x in batched_inputs]

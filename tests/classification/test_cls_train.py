@@ -57,6 +57,30 @@ def test_one_epoch_per_method(method, tmp_path, tiny_cifar, smoke_teacher, train
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]  # kd_det.core.atomic_write's temporary files
 
 
+def test_teacher_in_bfloat16_channels_last_hands_float32_to_the_losses():
+    """KD.TEACHER.PRECISION bfloat16 + CHANNELS_LAST: the teacher's convolutions run in bf16 / NHWC, the
+    losses and the student stay float32."""
+    from kd_det.core import resolve_teacher_mode
+
+    torch.manual_seed(0)
+    student, teacher = build_model("resnet8", NUM_CLASSES), build_model("resnet8", NUM_CLASSES)
+    specs = [{"name": "kd"}, {"name": "reviewkd"}]
+    criterion = build_distill_loss(specs, student, teacher, num_samples=8, num_classes=NUM_CLASSES)
+    mode = resolve_teacher_mode("cpu", "bfloat16", True)
+    distiller = Distiller(student, teacher, criterion, teacher_mode=mode).train()
+    assert next(p for p in teacher.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
+    seen = {}
+    first_conv = next(m for m in teacher.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda m, i, o: seen.update(t=o.dtype) and None)
+    criterion.losses["kd"].register_forward_pre_hook(lambda m, a, kw: seen.update(kd=kw["logits_t"].dtype) and None,
+                                                     with_kwargs=True)
+    losses, logits = distiller(torch.randn(4, 3, 32, 32), torch.randint(0, NUM_CLASSES, (4,)), torch.arange(4))
+    assert (seen["t"], seen["kd"], logits.dtype) == (torch.bfloat16, torch.float32, torch.float32)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in teacher.parameters())
+
+
 def test_teacher_is_frozen_and_outside_the_state_dict():
     torch.manual_seed(0)
     student, teacher = build_model("resnet8", NUM_CLASSES), build_model("resnet8", NUM_CLASSES)

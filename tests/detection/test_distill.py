@@ -142,6 +142,48 @@ def test_bf16_autocast_on_cpu(teacher_files, losses):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+@pytest.mark.parametrize("precision, channels_last, student_amp, teacher_dtype", [
+    ("bfloat16", True, False, torch.bfloat16),   # the teacher alone in bf16, NHWC; the student float32
+    ("float32", False, True, torch.float32),     # the teacher kept in float32 under the student's bf16 autocast
+    ("", False, True, torch.bfloat16),           # default: the teacher follows the student's autocast
+])
+def test_teacher_precision_and_memory_format(teacher_files, precision, channels_last, student_amp, teacher_dtype):
+    """KD.TEACHER.PRECISION / CHANNELS_LAST change how the teacher runs, not what the losses receive (float32)."""
+    extra = ["KD.TEACHER.PRECISION", precision, "KD.TEACHER.CHANNELS_LAST", str(channels_last)]
+    model = build_model(distill_cfg(teacher_files, ["dkd", "reviewkd"], extra=extra)).train()
+    conv = model.teacher.backbone.bottom_up.stem.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last
+    seen = {}
+    model.teacher.roi_heads.box_predictor.register_forward_hook(lambda m, i, o: seen.update(t=o[0].dtype) and None)
+    model.distill.losses["dkd"].register_forward_pre_hook(
+        lambda m, a, kw: seen.update(loss_in=kw["logits_t"].dtype) and None, with_kwargs=True)
+    with EventStorage(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=student_amp):
+        out = model(batch())
+    assert seen["t"] == teacher_dtype
+    assert seen["loss_in"] == (torch.bfloat16 if teacher_dtype == torch.bfloat16 and not precision else torch.float32)
+    assert all(torch.isfinite(out[f"loss_{n}"]) for n in ("dkd", "reviewkd"))
+    sum(out.values()).backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def test_teacher_precision_float32_changes_nothing_without_amp(teacher_files):
+    """Without SOLVER.AMP, "float32" and the default "" are the same computation, bit for bit."""
+    losses = []
+    for precision in ("", "float32"):
+        torch.manual_seed(0)
+        model = build_model(distill_cfg(teacher_files, ["dkd"], extra=["KD.TEACHER.PRECISION", precision])).train()
+        with EventStorage():
+            losses.append({k: v.item() for k, v in model(batch()).items()})
+    assert losses[0] == losses[1]
+
+
+def test_teacher_precision_errors_name_the_key(teacher_files):
+    _error(teacher_files, r"^KD\.TEACHER\.PRECISION is 'half'; use \"float32\", \"bfloat16\", \"float16\" or \"\" ",
+           extra=["KD.TEACHER.PRECISION", "half"])
+    _error(teacher_files, r"^KD\.TEACHER\.PRECISION is 'float16' but the teacher runs on the CPU",
+           extra=["KD.TEACHER.PRECISION", "float16"])
+
+
 def test_teacher_sees_student_rois(teacher_files):
     """The teacher's box head pools exactly the student's sampled proposals."""
     model = build_model(distill_cfg(teacher_files, ["kd"])).train()

@@ -142,3 +142,21 @@ def test_eval_only_of_a_distillation_config_needs_no_teacher(teacher_files, tiny
         log = f.read()
     assert "not found in the checkpoint" not in log  # every student tensor was loaded
     assert "not used by the model" not in log  # the distillation tensors were left out quietly
+
+
+def test_eval_teacher_runs_it_as_distillation_does(teacher_files, tiny_shapes, tmp_path, run_tool, tiny_opts):
+    """--eval-teacher scores the teacher in KD.TEACHER.PRECISION / CHANNELS_LAST and records both in its config."""
+    import yaml
+
+    cfg_file, weights = teacher_files
+    out = tmp_path / "t"
+    r = run_tool("train_net.py", ["--config-file", CFG, "--eval-teacher", "MODEL.META_ARCHITECTURE", "DistillRCNN",
+                                  "KD.TEACHER.CONFIG_FILE", cfg_file, "KD.TEACHER.WEIGHTS", weights,
+                                  "KD.LOSSES", "[{'name': 'kd'}]", "KD.TEACHER.PRECISION", "bfloat16",
+                                  "KD.TEACHER.CHANNELS_LAST", "True", "OUTPUT_DIR", str(out), *tiny_opts], tiny_shapes)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with open(out / "teacher_eval" / "config.yaml") as f:
+        teacher = yaml.safe_load(f)["KD"]["TEACHER"]
+    assert (teacher["PRECISION"], teacher["CHANNELS_LAST"]) == ("bfloat16", True)
+    with open(out / "teacher_eval" / "evaluation.json") as f:
+        assert "shapes_val" in json.load(f)["results"]

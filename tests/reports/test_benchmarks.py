@@ -107,6 +107,23 @@ def test_distill_benchmark_phases_and_load(tmp_path, capsys):
     assert "student fwd" in text and "load average" in text and "profile: reviewkd step" in text
 
 
+def test_distill_benchmark_times_a_teacher_mode_beside_float32(tmp_path, capsys):
+    """--teacher-precision / --teacher-channels-last add "(b) <mode>" and "<method> <mode>" rows to the same run."""
+    from kd_det.benchmarks import distill as distill_bench
+
+    out = tmp_path / "distill.json"
+    small = ["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64"]
+    assert distill_bench.main(["--methods", "dkd", "--images", "1", "--size", "96x128", "--steps", "1", "--threads",
+                               "1", "--teacher-precision", "bfloat16", "--teacher-channels-last", "--json", str(out)]
+                              + small) == 0
+    res = json.loads(out.read_text())
+    mode = "teacher bfloat16 channels_last"
+    assert [r["method"] for r in res["methods"]] == ["dkd", f"dkd {mode}"]
+    assert res["b_mode"]["mode"] == mode and res["b_mode"]["s"] > 0 and res["b_mode"]["speedup"] > 0
+    assert all(r["phases"]["teacher_fwd_s"] > 0 for r in res["methods"])
+    assert f"(b) {mode}" in capsys.readouterr().out
+
+
 def test_benchmark_modules_register_what_they_build():
     """In a clean process (as `tools/benchmark.py distill` runs), the distill benchmark's module
     registers DistillRCNN itself: loading configs no longer imports the models as a side effect."""
