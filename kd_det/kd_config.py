@@ -59,7 +59,7 @@ def add_kd_config(cfg):
     cfg.KD.TEACHER.WEIGHTS = ""
     # The teacher's own inference precision: "" = the student's (float32, or SOLVER.AMP's autocast); "float32";
     # "bfloat16" / "float16" (CUDA only) = autocast for the teacher alone, outputs cast back to float32. A choice
-    # for speed, not from the papers (they run the teacher in the student's precision): docs/performance.md.
+    # for speed, not from the papers (they run the teacher in the student's precision): docs/reliability.md.
     cfg.KD.TEACHER.PRECISION = ""
     # Teacher weights in channels_last (NHWC) memory format, which oneDNN / cuDNN convolutions prefer.
     cfg.KD.TEACHER.CHANNELS_LAST = False
