@@ -304,10 +304,14 @@ class LossModule(nn.Module):
         ``required_inputs()``. Callers compute just these."""
         return self.INPUTS
 
+    #: Constructor parameters read off input shapes: input name -> (parameter, conversion), e.g.
+    #: ``{"emb_s": ("in_dim_s", int)}``; :meth:`shape_params` applies it (override that for anything else).
+    SHAPE_PARAMS: dict = {}
+
     @classmethod
     def shape_params(cls, shapes: Mapping) -> dict:
         """Constructor parameters derivable from input shapes (only those present in ``shapes``)."""
-        return {}
+        return {param: convert(shapes[key]) for key, (param, convert) in cls.SHAPE_PARAMS.items() if key in shapes}
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -341,6 +345,7 @@ class FeaturePairLoss(LossModule):
     LEVEL = "level"
     BUILT_FOR = "the loss was built for {} / {}"
     SAME_SIZE = False
+    SHAPE_PARAMS = {"feats_s": ("in_channels", channel_list), "feats_t": ("out_channels", channel_list)}
 
     def __init__(self, in_channels, out_channels):
         super().__init__()
@@ -349,15 +354,6 @@ class FeaturePairLoss(LossModule):
         if len(self.in_channels) != len(self.out_channels):
             raise ValueError(f"{self.NAME}: 'in_channels' has {len(self.in_channels)} {self.LEVEL}s but "
                              f"'out_channels' has {len(self.out_channels)}.")
-
-    @classmethod
-    def shape_params(cls, shapes) -> dict:
-        out = {}
-        if "feats_s" in shapes:
-            out["in_channels"] = channel_list(shapes["feats_s"])
-        if "feats_t" in shapes:
-            out["out_channels"] = channel_list(shapes["feats_t"])
-        return out
 
     def check_level_count(self, count: int) -> None:
         """Raise unless ``count`` levels were given (as many as ``in_channels``)."""

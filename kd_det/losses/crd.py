@@ -67,6 +67,7 @@ class CRDLoss(LossModule):
     NAME = "crd"
     INPUTS = ("emb_s", "emb_t", "index", "contrast_index")
     OPTIONAL_INPUTS = ("contrast_index",)
+    SHAPE_PARAMS = {"emb_s": ("in_dim_s", int), "emb_t": ("in_dim_t", int), "num_samples": ("num_samples", int)}
 
     def __init__(self, in_dim_s: int, in_dim_t: int, num_samples: int, feat_dim: int = 128, nce_k: int = 16384,
                  nce_t: float = 0.07, nce_momentum: float = 0.5, score_mode: str = "auto"):
@@ -98,14 +99,6 @@ class CRDLoss(LossModule):
                   "contrast_index": torch.randint(0, 20, (n, 6), generator=g)}
         params = {"in_dim_s": 5, "in_dim_t": 6, "num_samples": 20, "feat_dim": 4, "nce_k": 5}
         return LossExample(params, {"emb_s": 5, "emb_t": 6, "num_samples": 20}, inputs, train=False)
-
-    @classmethod
-    def shape_params(cls, shapes) -> dict:
-        out = {}
-        for key, param in (("emb_s", "in_dim_s"), ("emb_t", "in_dim_t"), ("num_samples", "num_samples")):
-            if key in shapes:
-                out[param] = int(shapes[key])
-        return out
 
     def _scores(self, memory: Tensor, v: Tensor, idx: Tensor) -> Tensor:
         """exp(<memory[idx[i, k]], v_i> / tau) -> (N, K + 1)."""

@@ -206,6 +206,7 @@ class DCDLoss(LossModule):
     NAME = "dcd"
     INPUTS = ("emb_s", "emb_t", "object_id")
     OPTIONAL_INPUTS = ("object_id",)
+    SHAPE_PARAMS = {"emb_s": ("in_dim_s", int), "emb_t": ("in_dim_t", int)}
 
     def __init__(self, in_dim_s: int | None = None, in_dim_t: int | None = None, proj_dim: int | None = 128,
                  alpha: float = 0.5, tau_init: float = 1.0, tau_max: float = 10.0, clamp: str = "scale",
@@ -245,15 +246,6 @@ class DCDLoss(LossModule):
         _, r = example_rng(seed, dtype)
         inputs = {"emb_s": r(n, 5), "emb_t": r(n, 6)}
         return LossExample({"in_dim_s": 5, "in_dim_t": 6, "proj_dim": 4}, {"emb_s": 5, "emb_t": 6}, inputs)
-
-    @classmethod
-    def shape_params(cls, shapes) -> dict:
-        out = {}
-        if "emb_s" in shapes:
-            out["in_dim_s"] = int(shapes["emb_s"])
-        if "emb_t" in shapes:
-            out["in_dim_t"] = int(shapes["emb_t"])
-        return out
 
     def logit_scale(self) -> Tensor:
         """exp(tau) with the configured clamp, 0-dim."""
