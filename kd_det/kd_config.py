@@ -9,11 +9,11 @@ loss specs, in yaml one flow map per line with its source::
         - {name: dcd, weight: 1.0, params: {alpha: 0.5, proj_dim: 128}}  # DCD paper, Sec. 4.1
         - {name: kd, weight: 1.0, params: {temperature: 1.0}}            # lambda 1 (Eq. 7)
 
-Spec keys (:data:`kd_det.losses.combine.SPEC_KEYS`, checked by :func:`kd_det.losses.combine.check_spec`): ``name`` (required, a :data:`kd_det.losses.LOSS_REGISTRY` name),
-``weight`` (>= 0, default 1.0), ``params`` (constructor parameters, default {}), ``inputs`` (loss
-argument -> provided tensor, default {}), ``tag`` (the entry's unique name, default its loss name:
-the logged term is ``loss_<tag>``, so one loss can appear twice under two tags) and ``start_iter``
-(detection only, int >= 0, default 0: the term counts from that iteration on).
+Spec keys (:data:`kd_det.losses.combine.SPEC_KEYS`, checked by :func:`kd_det.losses.combine.check_spec`):
+``name`` (required, a :data:`kd_det.losses.LOSS_REGISTRY` name), ``weight`` (>= 0, default 1.0), ``params``
+(constructor parameters, default {}), ``inputs`` (loss argument -> provided tensor, default {}), ``tag`` (the
+entry's unique name, default its loss name: the logged term is ``loss_<tag>``, so one loss can appear twice under
+two tags) and ``start_iter`` (detection only, int >= 0, default 0: the term counts from that iteration on).
 
 Both loaders (:func:`kd_det.config.load_config`, :func:`kd_det.classification.config.load_cls_config`)
 run: file merged -> :func:`prepare_kd` (the old detection form converted, ``KD.LOSSES.<tag>.<field>``

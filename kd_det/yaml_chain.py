@@ -1,4 +1,4 @@
-"""A yaml config and its ``_BASE_`` files as raw dicts: the one reader of the ``_BASE_`` chain outside the config system.
+"""A yaml config and its ``_BASE_`` files as raw dicts: the one reader of the chain outside the config system.
 
 Some questions must be answered before (or beside) a merge into a ``CfgNode``: which modules
 ``KD.CUSTOM_IMPORTS`` names (imported before the defaults are built), at which level of the chain a key

@@ -50,6 +50,8 @@ def test_specs_are_normalised():
     ([{"name": "kd", "weight": float("nan")}], r"spec key 'weight' must be a finite number >= 0, got nan\.$"),
     ([{"name": "kd", "start_iter": 2.5}], r"^KD\.LOSSES: kd: spec key 'start_iter' must be an int >= 0 .*got 2\.5\.$"),
     ([{"name": "kd", "params": [1]}], r"^KD\.LOSSES: kd: spec key 'params' must be a mapping, .*got \[1\]\.$"),
+    ([{"name": "kd", "inputs": {"emb_s": "x"}}], r"^KD\.LOSSES: kd: spec key 'inputs' remaps \['emb_s'\], which the "
+                                                 r"loss does not take; it takes logits_s, logits_t\.$"),
     ([{"name": "kd", "tag": "kd.t4"}], r"^KD\.LOSSES: kd\.t4: spec key 'tag' must be one word of letters"),
     ([{"name": "kd"}, {"name": "kd", "params": {"temperature": 4.0}}],
      r"^KD\.LOSSES entries 0 and 1 share the tag 'kd'; give one of them its own tag \(e\.g\. tag: kd_2\)"),

@@ -347,7 +347,8 @@ def main(argv):
     p.add_argument("--amp", action="store_true", help="also time each method under autocast")
     p.add_argument("--amp-dtype", default="bfloat16", choices=["bfloat16", "float16"])
     p.add_argument("--teacher-precision", choices=["float32", "bfloat16", "float16"],
-                   help="also time (b) and every method with the teacher alone in this precision (KD.TEACHER.PRECISION)")
+                   help="also time (b) and every method with the teacher alone in this precision "
+                        "(KD.TEACHER.PRECISION)")
     p.add_argument("--teacher-channels-last", action="store_true",
                    help="... and with its weights in channels_last (KD.TEACHER.CHANNELS_LAST)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
@@ -383,8 +384,8 @@ def main(argv):
             precision = a.teacher_precision or "float32"
             mode_opts = ["KD.TEACHER.PRECISION", precision, "KD.TEACHER.CHANNELS_LAST", str(a.teacher_channels_last)]
             mode = f"teacher {precision}" + (" channels_last" if a.teacher_channels_last else "")
-        models = {}
-        for m in a.methods.split(","):
+        methods, models = a.methods.split(","), {}
+        for m in methods:
             for label, extra in [(m, [])] + ([(f"{m} {mode}", mode_opts)] if mode else []):
                 models[label] = build_model(load_config(os.path.join(REPO, PAIR_DIR, f"{m}.yaml"), base + a.opts + [
                     "KD.TEACHER.WEIGHTS", teacher_w] + extra)).train()
@@ -399,7 +400,7 @@ def main(argv):
         teacher = first.teacher
         fns = {"a": _train_step(student, batch, clock=clock), "b": teacher_forward(first)}
         if mode:
-            fns[f"(b) {mode}"] = teacher_forward(models[f"{a.methods.split(',')[0]} {mode}"])
+            fns[f"(b) {mode}"] = teacher_forward(models[f"{methods[0]} {mode}"])
         for name, model in models.items():
             model.load_state_dict(student.state_dict(), strict=False)
             clock.attach("teacher", teacher_parts(model.teacher))

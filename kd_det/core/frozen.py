@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .amp import AmpMode
 
 __all__ = ["FrozenTeacherMixin", "freeze_", "TeacherMode", "resolve_teacher_mode", "TEACHER_PRECISIONS"]
 
@@ -42,9 +43,8 @@ class TeacherMode(NamedTuple):
         """``torch.no_grad()`` plus the teacher's autocast (none for "": the caller's stays in force)."""
         with ExitStack() as stack:
             stack.enter_context(torch.no_grad())
-            if self.precision:
-                stack.enter_context(torch.autocast(self.device_type, dtype=self.dtype or torch.bfloat16,
-                                                   enabled=self.dtype is not None))
+            if self.precision:  # "float32": a disabled autocast, so the caller's does not reach the teacher
+                stack.enter_context(AmpMode(self.device_type, self.dtype).autocast())
             yield
 
     def prepare(self, module: nn.Module) -> nn.Module:

@@ -208,7 +208,8 @@ def test_distill_loss_missing_tensor_names_loss_and_key():
 
 
 @pytest.mark.parametrize("spec,shapes,pattern", [
-    ({"name": "kd", "weight": -1}, None, r"^DistillLoss: kd: spec key 'weight' must be a finite number >= 0, got -1\.$"),
+    ({"name": "kd", "weight": -1}, None,
+     r"^DistillLoss: kd: spec key 'weight' must be a finite number >= 0, got -1\.$"),
     ({"name": "kd", "params": {"temp": 2}}, None, r"^kd: unknown parameter\(s\) \['temp'\]; known: temperature\.$"),
     ({"name": "kd", "inputs": {"emb_s": "x"}}, None, r"^DistillLoss: kd: spec key 'inputs' remaps \['emb_s'\]"),
     ({"name": "kd", "wieght": 1}, None, r"^DistillLoss: kd: unknown spec key 'wieght'; a spec takes name, "),
