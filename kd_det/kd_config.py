@@ -31,7 +31,7 @@ import yaml
 from .errors import ConfigError
 from .yaml_chain import chain_value, yaml_chain
 
-__all__ = ["add_kd_config", "load_kd_config", "loss_specs", "method_label", "flow", "prepare_kd",
+__all__ = ["add_kd_config", "load_kd_config", "loss_specs", "method_label", "flow", "plain", "prepare_kd",
            "finish_kd", "legacy_specs", "old_key_error", "OLD_CLASSIFICATION_KEYS"]
 
 #: The old detection form's parallel keys, still read (with a warning) and converted to ``KD.LOSSES`` specs.
@@ -92,18 +92,18 @@ def old_key_error(error, where):
                        "tools/migrate_configs.py rewrites old config files).")
 
 
-def _plain(value):
+def plain(value):
     """CfgNode / mapping / tuple (nested) -> plain dicts and lists."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
 def flow(value):
     """``value`` as one line of yaml flow style, e.g. ``{name: dkd, weight: 1.0, params: {beta: 0.5}}``."""
-    text = yaml.safe_dump([_plain(value)], default_flow_style=True, sort_keys=False, width=math.inf).strip()
+    text = yaml.safe_dump([plain(value)], default_flow_style=True, sort_keys=False, width=math.inf).strip()
     return text[1:-1]  # the value inside a one-item list, so that scalars dump without a document end
 
 
@@ -147,7 +147,7 @@ def loss_specs(specs, task="detection"):
             raise ConfigError(f"KD.LOSSES entries {seen[tag]} and {i} share the tag {tag!r}; give one of them its own "
                               f"tag (e.g. tag: {tag}_2) so that each logs its own loss_<tag>.")
         seen[tag] = i
-        out.append({**spec, "params": _plain(spec["params"]), "inputs": _plain(spec["inputs"])})
+        out.append({**spec, "params": plain(spec["params"]), "inputs": plain(spec["inputs"])})
     return out
 
 
@@ -194,7 +194,7 @@ def legacy_specs(kd):
             raise ConfigError(f"KD.{key} has entries {extra} for losses not in KD.LOSSES {tags}.")
         for name, value in (old.get(key) or {}).items():
             spec = specs[tags.index(name)]
-            spec[field] = {**_plain(spec.get(field) or {}), **_plain(value)}
+            spec[field] = {**plain(spec.get(field) or {}), **plain(value)}
     return specs
 
 
@@ -248,7 +248,7 @@ def _apply_override(cfg, key, value, task, old=None):
         spec[field] = decode(value)
     elif field in ("params", "inputs") and len(sub) <= 1:
         decoded = decode(value)
-        spec[field] = {**_plain(spec.get(field) or {}), sub[0]: decoded} if sub else _plain(decoded)
+        spec[field] = {**plain(spec.get(field) or {}), sub[0]: decoded} if sub else plain(decoded)
     else:
         raise ConfigError(f"Override {key} names no field of a loss entry; use {_OVERRIDE_FORMS}.")
     kd.LOSSES = specs

@@ -17,6 +17,7 @@ import os
 
 import yaml
 
+from .kd_config import plain
 from .yaml_chain import yaml_chain
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,17 +81,9 @@ def _load(path):
     return load_config(full)
 
 
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def fmt(value):
     """Canonical text of a config value, as the csv's value column holds it."""
-    return value if isinstance(value, str) else json.dumps(_plain(value))
+    return value if isinstance(value, str) else json.dumps(plain(value))
 
 
 def _flatten(node, prefix=""):
@@ -108,7 +101,7 @@ def flatten(cfg):
     ``KD.LOSSES.<tag>.weight``, ``KD.LOSSES.<tag>.params.<param>``, ``KD.LOSSES.<tag>.inputs.<arg>`` and
     ``KD.LOSSES.<tag>.start_iter`` (only when > 0). ``cfg`` is loaded, so its specs are normalised.
     """
-    flat = _flatten(_plain(cfg))
+    flat = _flatten(plain(cfg))
     for spec in flat.pop("KD.LOSSES", []):
         entry = {k: spec[k] for k in ("weight", "params", "inputs")}
         entry.update({"start_iter": spec["start_iter"]} if spec["start_iter"] else {})
