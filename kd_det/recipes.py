@@ -17,8 +17,8 @@ import os
 
 import yaml
 
-from .kd_config import plain
-from .yaml_chain import yaml_chain
+from .config.schema import plain
+from .config.yaml_chain import yaml_chain
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSV = os.path.join(REPO, "kd_det", "data", "recipes.csv")
@@ -75,9 +75,9 @@ def _flat(path):
 def _load(path):
     full = os.path.join(REPO, path)
     if path.startswith("configs/classification/"):
-        from .classification.config import load_cls_config
+        from .config.classification import load_cls_config
         return load_cls_config(full)
-    from .config import load_config
+    from .config.detection import load_config
     return load_config(full)
 
 

@@ -11,7 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="session")
 def tiny_shapes(tmp_path_factory):
     """A tiny shapes dataset root (16 train / 8 val images) for fast end-to-end runs."""
-    from kd_det.data.shapes import make_shapes
+    from kd_det.detection.data.shapes import make_shapes
 
     root = str(tmp_path_factory.mktemp("datasets"))
     make_shapes(root, {"train": (16, 1), "val": (8, 2)})
@@ -52,7 +52,7 @@ def teacher_files(tmp_path_factory):
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
-    from kd_det.engine.setup import load_config
+    from kd_det.detection.engine.setup import load_config
 
     d = tmp_path_factory.mktemp("teacher")
     cfg_file = d / "teacher.yaml"

@@ -37,8 +37,8 @@ def test_detection_step_with_a_loss_named_only_in_the_config(ext_on_path, tmp_pa
     from detectron2.engine import default_argument_parser
     from detectron2.utils.events import EventStorage
 
-    from kd_det.data.datasets import register_shapes
-    from kd_det.engine import Trainer, setup
+    from kd_det.detection.data.datasets import register_shapes
+    from kd_det.detection.engine import Trainer, setup
 
     cfg_file = tmp_path / "l2logits.yaml"
     cfg_file.write_text(f'_BASE_: "{REPO}/configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml"\n'
@@ -64,7 +64,7 @@ def test_detection_step_with_a_loss_named_only_in_the_config(ext_on_path, tmp_pa
 
 
 def test_classification_step_with_a_loss_named_only_in_the_config(ext_on_path, tmp_path):
-    from kd_det.classification.config import load_cls_config
+    from kd_det.config.classification import load_cls_config
     from kd_det.classification.data import write_cifar_pickles
     from kd_det.classification.engine import train
     from kd_det.classification.models import build_model

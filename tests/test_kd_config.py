@@ -1,4 +1,4 @@
-"""One KD schema for both tasks (kd_det/kd_config.py): loss specs and their errors, one loss under two tags,
+"""One KD schema for both tasks (kd_det/config/schema.py): loss specs and their errors, one loss under two tags,
 per-entry command-line overrides, the old detection form, method labels, and tools/migrate_configs.py."""
 import os
 import subprocess
@@ -8,9 +8,9 @@ import warnings
 import pytest
 import torch
 
-from kd_det.config_migration import migrate_text, upgrade_dict
+from kd_det.config.migration import migrate_text, upgrade_dict
 from kd_det.errors import ConfigError
-from kd_det.kd_config import loss_specs, method_label
+from kd_det.config.schema import loss_specs, method_label
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DKD = os.path.join(REPO, "configs/shapes/distill/dkd.yaml")
@@ -20,13 +20,13 @@ CLS_STUDENT = os.path.join(REPO, "configs/classification/cifar100/resnet32x4-res
 
 
 def _det(path, opts=()):
-    from kd_det.engine.setup import load_config
+    from kd_det.detection.engine.setup import load_config
 
     return load_config(path, list(opts))
 
 
 def _cls(path, opts=()):
-    from kd_det.classification.config import load_cls_config
+    from kd_det.config.classification import load_cls_config
 
     return load_cls_config(path, list(opts))
 
@@ -135,7 +135,7 @@ def test_override_start_iter_and_whole_list():
 
 
 def test_sweep_plans_with_an_entry_override(tmp_path):
-    from kd_det.evaluation.sweep import plan
+    from kd_det.launch.sweep import plan
 
     jobs = plan([DKD, CLS_DKD], [0], str(tmp_path), ["KD.LOSSES.dkd.weight", "2.0"])
     assert [j.task for j in jobs] == ["detection", "classification"]

@@ -1,4 +1,4 @@
-"""kd_det.yaml_chain: the one raw reader of a config's ``_BASE_`` chain agrees with fvcore's merge."""
+"""kd_det.config.yaml_chain: the one raw reader of a config's ``_BASE_`` chain agrees with fvcore's merge."""
 import glob
 import math
 import os
@@ -8,7 +8,7 @@ from fvcore.common.config import CfgNode
 
 from kd_det import REPO_ROOT
 from kd_det.errors import ConfigError
-from kd_det.yaml_chain import chain_value, merged_chain, yaml_chain
+from kd_det.config.yaml_chain import chain_value, merged_chain, yaml_chain
 
 
 def _write(path, text):

@@ -23,11 +23,11 @@ import sys
 import time
 
 from kd_det import REPO_ROOT
-from kd_det.data.datasets import datasets_root
-from kd_det.data.shapes import make_shapes
+from kd_det.detection.data.datasets import datasets_root
+from kd_det.detection.data.shapes import make_shapes
 from kd_det.evaluation.report import build_report
 from kd_det.evaluation.runs import COMPLETE, read_run
-from kd_det.evaluation.sweep import plan, run_sweep
+from kd_det.launch.sweep import plan, run_sweep
 
 TEACHER = "configs/shapes/faster_rcnn_R_34_FPN_shapes_teacher.yaml"
 # (display name, config) of the student arms; the first is the baseline the others are compared with.

@@ -13,7 +13,7 @@ import sys
 
 import kd_det  # noqa: F401
 from kd_det.errors import UserError
-from kd_det.modeling.export import export_student
+from kd_det.detection.modeling.export import export_student
 
 
 def main(argv=None):

@@ -8,7 +8,7 @@ Deterministic: the same arguments give byte-identical files.
 import argparse
 import sys
 
-from kd_det.data.shapes import SPLITS, make_shapes
+from kd_det.detection.data.shapes import SPLITS, make_shapes
 
 
 def main(argv=None):
@@ -19,7 +19,7 @@ def main(argv=None):
     p.add_argument("--overwrite", action="store_true", help="rewrite existing splits")
     a = p.parse_args(argv)
     if a.root is None:
-        from kd_det.data.datasets import datasets_root
+        from kd_det.detection.data.datasets import datasets_root
         a.root = datasets_root()
     splits = {"train": (a.train_images, SPLITS["train"][1]), "val": (a.val_images, SPLITS["val"][1])}
     for split, path in make_shapes(a.root, splits, overwrite=a.overwrite).items():

@@ -9,7 +9,7 @@ Old detection form: ``KD.LOSSES`` as names + ``KD.LOSS_WEIGHTS`` / ``KD.LOSS_STA
 ``KD.INPUTS`` -> one spec per line, ``- {name: dcd, weight: 1.0, params: {alpha: 0.5}}  # comment``.
 Old classification keys: ``ROW.*`` -> ``KD.LABEL.*``, ``TEACHER.ARCH / WEIGHTS`` -> ``KD.TEACHER.*``, a bool
 ``SOLVER.AMP`` -> ``SOLVER.AMP.ENABLED``. Running it again changes nothing. The rules:
-:mod:`kd_det.config_migration`.
+:mod:`kd_det.config.migration`.
 """
 import argparse
 import glob
@@ -17,7 +17,7 @@ import os
 import sys
 
 from kd_det import REPO_ROOT
-from kd_det.config_migration import MigrationError, migrate_text
+from kd_det.config.migration import MigrationError, migrate_text
 
 
 def _files(paths):

@@ -14,7 +14,7 @@ Each run is the ordinary tools/train_net.py / tools/train_cls.py run with SEED k
 <output-dir>/<config>/seed<k>; finished runs are skipped and unfinished ones resumed (--resume),
 so a sweep is simply run again after a crash. The report (tools/report.py's, with mean +- std
 over seeds and paired gains with 95% confidence intervals) goes to <output-dir>/report unless
---report says otherwise. The logic lives in :mod:`kd_det.evaluation.sweep`.
+--report says otherwise. The logic lives in :mod:`kd_det.launch.sweep`.
 """
 import argparse
 import os
@@ -64,7 +64,7 @@ def main(argv=None):
     import kd_det  # noqa: F401  (kd_det.compat before Detectron2)
     from kd_det.errors import UserError
     from kd_det.evaluation.report import build_report
-    from kd_det.evaluation.sweep import plan, run_sweep, short_names
+    from kd_det.launch.sweep import plan, run_sweep, short_names
 
     a = parse_args(argv)
     try:

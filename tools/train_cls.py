@@ -19,7 +19,7 @@ import logging
 import sys
 
 from kd_det.classification import dist
-from kd_det.classification.config import load_cls_config
+from kd_det.config.classification import load_cls_config
 from kd_det.classification.engine import evaluate_config, train
 from kd_det.errors import UserError
 

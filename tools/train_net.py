@@ -18,10 +18,10 @@ import sys
 import kd_det  # noqa: F401  (applies kd_det.compat before Detectron2 is imported)
 from detectron2.engine import default_argument_parser
 
-from kd_det.engine import Trainer, evaluate_teacher, launch, setup
-from kd_det.engine.checkpoint import KDCheckpointer
+from kd_det.detection.engine import Trainer, evaluate_teacher, launch, setup
+from kd_det.detection.engine.checkpoint import KDCheckpointer
 from kd_det.errors import UserError
-from kd_det.modeling.distill_rcnn import student_config
+from kd_det.detection.modeling.distill_rcnn import student_config
 
 
 def main(args):

@@ -35,8 +35,8 @@ def _parse(argv):
 
 
 def _cfg(args, workers):
-    from kd_det.data.datasets import setup_datasets
-    from kd_det.config import load_config
+    from kd_det.detection.data.datasets import setup_datasets
+    from kd_det.config.detection import load_config
 
     cfg = load_config(args.config, ["DATALOADER.NUM_WORKERS", str(workers)])
     if args.batch_size:
@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
 
     args = _parse(argv)
     if args.root:
-        from kd_det.data.datasets import register_shapes
+        from kd_det.detection.data.datasets import register_shapes
 
         register_shapes(os.path.abspath(args.root))
     workers = [int(w) for w in args.workers.split(",") if w.strip()]

@@ -64,8 +64,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from .. import modeling  # noqa: F401  (registers DistillRCNN and the MobileNetV2-FPN backbone)
-from ..config import load_config
+from ..detection import modeling  # noqa: F401  (registers DistillRCNN and the MobileNetV2-FPN backbone)
+from ..config.detection import load_config
 
 REPO = kd_det.REPO_ROOT
 PAIR_DIR = "configs/COCO-Detection/distill/R101-R18"

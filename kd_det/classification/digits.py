@@ -15,7 +15,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from .config import load_cls_config
+from ..config.classification import load_cls_config
 from .data import write_cifar_pickles
 
 __all__ = ["write_digits", "run_digits", "RUNS"]

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from ..core import FrozenTeacherMixin, TeacherMode
 from ..errors import ConfigError
-from ..kd_config import loss_specs
+from ..config.schema import loss_specs
 from ..losses import DistillLoss, check_inputs
 from .models import ClsNet
 
@@ -36,13 +36,13 @@ def build_distill_loss(specs, student: ClsNet, teacher: ClsNet, num_samples: int
     """``DistillLoss`` from config specs, its dimensions taken from the two models.
 
     Args:
-        specs: ``KD.LOSSES``, a list of {name, weight, params, inputs, tag} (:mod:`kd_det.kd_config`).
+        specs: ``KD.LOSSES``, a list of {name, weight, params, inputs, tag} (:mod:`kd_det.config.schema`).
         student, teacher: models exposing ``stage_channels``, ``stage_feat_channels`` and ``embed_dim``.
         num_samples: size of the training set (CRD's memory bank).
         num_classes: number of classes.
 
     Raises:
-        ConfigError: a bad spec (:func:`kd_det.kd_config.loss_specs`), an unknown parameter (the loss
+        ConfigError: a bad spec (:func:`kd_det.config.schema.loss_specs`), an unknown parameter (the loss
             library's sentence), or a spec with ``start_iter`` > 0 (the epoch loop does not hand the iteration to the losses;
             ``KD.WARMUP_EPOCHS`` ramps the distillation terms in instead).
     """

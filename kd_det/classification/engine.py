@@ -203,7 +203,7 @@ def train(cfg, resume: bool = False) -> Dict[str, float]:
     """Run the config ``cfg`` to the end (see module docstring).
 
     Args:
-        cfg: a config from :func:`kd_det.classification.config.load_cls_config`.
+        cfg: a config from :func:`kd_det.config.classification.load_cls_config`.
         resume: continue from ``OUTPUT_DIR/last_checkpoint.pth`` when it exists.
 
     Returns:

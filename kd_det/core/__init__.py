@@ -1,4 +1,4 @@
-"""The reliability core both engines share (detection: kd_det.engine; classification:
+"""The reliability core both engines share (detection: kd_det.detection.engine; classification:
 kd_det.classification). It never imports Detectron2.
 
 * :func:`atomic_write`, :func:`atomic_save`, :func:`atomic_write_text`: files that are never half-written;

@@ -2,8 +2,8 @@
 
 A module of the user's own package (outside kd_det) registers a loss with
 ``kd_det.losses.register_loss`` when it is imported; naming it in the config is all a run needs
-(``docs/extending.md``). Both config loaders (detection: ``kd_det.config.load_config``,
-classification: ``kd_det.classification.config.load_cls_config``) call
+(``docs/extending.md``). Both config loaders (detection: ``kd_det.config.detection.load_config``,
+classification: ``kd_det.config.classification.load_cls_config``) call
 :func:`import_custom_modules` first, so what a module registers is there when the config is
 merged and the model is built, in every process. Never imports Detectron2.
 """
@@ -12,7 +12,7 @@ import importlib
 from typing import List, Sequence
 
 from ..errors import ConfigError
-from ..yaml_chain import chain_value, yaml_chain
+from ..config.yaml_chain import chain_value, yaml_chain
 
 __all__ = ["import_custom_modules", "CUSTOM_IMPORTS_KEY"]
 

@@ -2,7 +2,7 @@
 
 Two kinds of runs are understood; their ``config.yaml`` says which (:func:`config_task`: the keys only
 one task's schema has, e.g. ``KD.TEACHER.CONFIG_FILE`` vs ``KD.TEACHER.ARCH``), and both keep their
-labels in ``KD.LABEL.*`` (an older run's keys are moved there first, :func:`kd_det.config_migration.upgrade_dict`):
+labels in ``KD.LABEL.*`` (an older run's keys are moved there first, :func:`kd_det.config.migration.upgrade_dict`):
 
 * detection (``tools/train_net.py``, a Detectron2 OUTPUT_DIR): ``config.yaml``, ``evaluation.json``
   (``results: {dataset: {"bbox": {AP...}}}``) and ``metrics.json`` (one JSON object per line:
@@ -16,9 +16,9 @@ A run is never dropped: whatever is wrong with it ends up in its ``status`` ("co
 import json
 import os
 
-from ..config_migration import upgrade_dict
+from ..config.migration import upgrade_dict
 from ..core import atomic_write_text
-from ..kd_config import method_label
+from ..config.schema import method_label
 
 __all__ = ["COMPLETE", "INCOMPLETE", "MISSING", "DET_METRICS", "CLS_METRICS", "RUN_INFO",
            "read_run", "read_metrics", "loss_curves", "write_run_info", "read_run_info", "scale_label",

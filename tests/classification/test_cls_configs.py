@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from kd_det.classification.config import load_cls_config
+from kd_det.config.classification import load_cls_config
 from kd_det.classification.distiller import build_distill_loss
 from kd_det.classification.models import CSV_ARCH, IMAGENET_ARCHS, build_model
 from kd_det.errors import ConfigError

@@ -98,8 +98,8 @@ def test_mobilenet_v2_keeps_torchvision_layout(tmp_path):
 
 def test_mobilenet_v2_loads_into_the_mv2_fpn_detector(tmp_path):
     """The converted file initialises kd_det's MobileNetV2-FPN student: every bottom-up key, same stages."""
-    from kd_det.engine.setup import load_config
-    from kd_det.modeling.mobilenetv2 import STAGES as MV2_STAGES
+    from kd_det.detection.engine.setup import load_config
+    from kd_det.detection.modeling.mobilenetv2 import STAGES as MV2_STAGES
 
     torch.manual_seed(0)
     source = _randomise_bn(build_model("mobilenet_v2", 10)).eval()
@@ -156,7 +156,7 @@ OLD_BGR = ["INPUT.FORMAT", "BGR", "MODEL.PIXEL_MEAN", "[103.53, 116.28, 123.675]
 def test_torchvision_student_configs_use_the_converter_normalisation(name):
     """The students initialised from converted torchvision weights read RGB with torchvision's mean / std."""
     from kd_det.classification.convert import TORCHVISION_INPUT
-    from kd_det.engine.setup import load_config
+    from kd_det.detection.engine.setup import load_config
 
     cfg = load_config(os.path.join(REPO, "configs", "COCO-Detection", name))
     assert cfg.INPUT.FORMAT == TORCHVISION_INPUT["INPUT.FORMAT"]
@@ -176,7 +176,7 @@ def _torchvision_file(tmp_path, arch):
 
 
 def _coco_model(name, weights, extra=()):
-    from kd_det.engine.setup import load_config
+    from kd_det.detection.engine.setup import load_config
 
     cfg = load_config(os.path.join(REPO, "configs", "COCO-Detection", name),
                       ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", weights, *extra])
@@ -184,7 +184,7 @@ def _coco_model(name, weights, extra=()):
 
 
 def test_converted_r18_loads_with_the_r18_config_and_is_refused_with_bgr_settings(tmp_path):
-    from kd_det.engine.checkpoint import KDCheckpointer
+    from kd_det.detection.engine.checkpoint import KDCheckpointer
     from kd_det.errors import ConfigError
 
     dst = _torchvision_file(tmp_path, "resnet18")
@@ -205,7 +205,7 @@ def test_converted_r18_loads_with_the_r18_config_and_is_refused_with_bgr_setting
         "MODEL.PIXEL_STD [58.395, 57.12, 57.375] but the config has INPUT.FORMAT BGR, MODEL.PIXEL_MEAN "
         "[103.53, 116.28, 123.675] and MODEL.PIXEL_STD [1, 1, 1]; set INPUT.FORMAT RGB, MODEL.PIXEL_MEAN "
         "[123.675, 116.28, 103.53] and MODEL.PIXEL_STD [58.395, 57.12, 57.375] (as tools/convert_backbone.py printed).")
-    from kd_det.modeling.teacher import _load_checked  # the teacher loader refuses the same way
+    from kd_det.detection.modeling.teacher import _load_checked  # the teacher loader refuses the same way
 
     with pytest.raises(ConfigError, match=r"^KD\.TEACHER\.WEIGHTS .* but KD\.TEACHER\.CONFIG_FILE t\.yaml has "
                                           r"INPUT\.FORMAT BGR"):
@@ -214,7 +214,7 @@ def test_converted_r18_loads_with_the_r18_config_and_is_refused_with_bgr_setting
 
 def test_converted_r50_is_refused_by_the_stock_bgr_r50_config(tmp_path):
     """A converted torchvision R-50 used with Detectron2's MSRA settings (BGR, std 1, STRIDE_IN_1X1 True)."""
-    from kd_det.engine.checkpoint import KDCheckpointer
+    from kd_det.detection.engine.checkpoint import KDCheckpointer
     from kd_det.errors import ConfigError
 
     dst = _torchvision_file(tmp_path, "resnet50")

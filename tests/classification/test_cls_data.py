@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from kd_det.classification.config import get_cls_cfg
+from kd_det.config.classification import get_cls_cfg
 from kd_det.classification.data import (CifarPickleDataset, ContrastIndexDataset, ImageFolderWithIndex,
                                         build_datasets, write_cifar_pickles)
 from kd_det.errors import DatasetError

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from kd_det.classification.config import load_cls_config
+from kd_det.config.classification import load_cls_config
 from kd_det.classification.engine import lr_at_epoch
 from kd_det.core import atomic_save
 

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from kd_det.classification.config import load_cls_config
+from kd_det.config.classification import load_cls_config
 from kd_det.classification.distiller import Distiller, build_distill_loss
 from kd_det.classification.models import build_model
 from kd_det.errors import UserError

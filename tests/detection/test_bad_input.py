@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from kd_det.data.shapes import shapes_paths
+from kd_det.detection.data.shapes import shapes_paths
 
 CFG = "configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml"
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from kd_det.data.shapes import make_shapes, shapes_paths
+from kd_det.detection.data.shapes import make_shapes, shapes_paths
 from kd_det.evaluation.coco_eval import evaluate_coco
 
 

@@ -33,7 +33,7 @@ def test_detectron2_fast_coco_eval_fails_clearly(tiny_shapes):
     from detectron2.evaluation.fast_eval_api import COCOeval_opt
     from pycocotools.coco import COCO
 
-    from kd_det.data.shapes import shapes_paths
+    from kd_det.detection.data.shapes import shapes_paths
 
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(shapes_paths(tiny_shapes, "val")[0])

@@ -4,8 +4,8 @@ import os
 import pytest
 
 import kd_det  # noqa: F401
-from kd_det.config import get_cfg
-from kd_det.engine.setup import load_config
+from kd_det.config.detection import get_cfg
+from kd_det.detection.engine.setup import load_config
 from kd_det.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -60,13 +60,13 @@ def test_unknown_key_names_file_and_key(tmp_path):
 
 
 def test_config_and_modeling_import_without_the_engine():
-    """No import cycle: the config (and its loader) and the models import nothing from kd_det.engine."""
+    """No import cycle: the config (and its loader) and the models import nothing from kd_det.detection.engine."""
     import subprocess
     import sys
 
-    code = ("import sys, kd_det.config, kd_det.modeling.teacher as t; "
-            "cfg = kd_det.config.load_config(sys.argv[1]); t._teacher_cfg(cfg); "  # the teacher's own config loaded
-            "print(sorted(m for m in sys.modules if m.startswith('kd_det.engine')))")
+    code = ("import sys, kd_det.config.detection, kd_det.detection.modeling.teacher as t; "
+            "cfg = kd_det.config.detection.load_config(sys.argv[1]); t._teacher_cfg(cfg); "  # the teacher's own config loaded
+            "print(sorted(m for m in sys.modules if m.startswith('kd_det.detection.engine')))")
     config = os.path.join(REPO, "configs/shapes/distill/dkd.yaml")
     out = subprocess.run([sys.executable, "-c", code, config], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

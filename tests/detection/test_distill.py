@@ -10,7 +10,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from kd_det.engine.setup import load_config
+from kd_det.detection.engine.setup import load_config
 from kd_det.errors import ConfigError, UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -97,7 +97,7 @@ def test_teacher_runs_only_what_the_losses_consume(teacher_files, losses, backbo
 def test_built_from_explicit_arguments(teacher_files):
     """@configurable: DistillRCNN(cfg), or DistillRCNN(teacher=..., distill=..., ...) for code building its parts."""
     from kd_det.losses import DistillLoss
-    from kd_det.modeling.distill_rcnn import DistillRCNN
+    from kd_det.detection.modeling.distill_rcnn import DistillRCNN
 
     args = DistillRCNN.from_config(distill_cfg(teacher_files, ["dkd"]))
     distill = DistillLoss([{"name": "kd", "weight": 0.5}])            # replaces the config's dkd
@@ -112,7 +112,7 @@ def test_built_from_explicit_arguments(teacher_files):
 def test_a_loss_needing_what_detection_does_not_provide_is_refused_at_build(teacher_files):
     """One sentence at build time, not a ValueError at the first step: from the loss class (CRD's index) before
     any parameter error, and from the built loss (MSD's cell labels need the teacher classifier)."""
-    from kd_det.modeling.distill_rcnn import DistillRCNN
+    from kd_det.detection.modeling.distill_rcnn import DistillRCNN
 
     provides = ", ".join(k for k in ("logits_s", "logits_t", "target", "emb_s", "emb_t", "feats_s", "feats_t",
                                      "anchors", "gt_boxes", "object_id"))
@@ -252,7 +252,7 @@ def test_mask_on_is_refused(teacher_files):
 STOCK_LOAD = r"""
 import sys, json, torch
 import kd_det.compat; kd_det.compat.apply()  # Python-only Detectron2 shims; no kd_det model code below
-assert "kd_det.modeling" not in sys.modules
+assert "kd_det.detection.modeling" not in sys.modules
 from detectron2.config import get_cfg
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
@@ -269,7 +269,7 @@ def test_export_student_loads_in_stock_detectron2(teacher_files, tmp_path):
     import subprocess
     import sys
 
-    from kd_det.modeling.export import export_student
+    from kd_det.detection.modeling.export import export_student
 
     cfg = distill_cfg(teacher_files, ["dcd", "kd", "reviewkd"], base="configs/shapes/distill/dcd.yaml",
                       extra=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
@@ -296,7 +296,7 @@ def test_export_student_loads_in_stock_detectron2(teacher_files, tmp_path):
 
 
 def test_checkpoint_records_teacher_and_refuses_another(teacher_files, tmp_path):
-    from kd_det.engine.checkpoint import KDCheckpointer
+    from kd_det.detection.engine.checkpoint import KDCheckpointer
 
     cfg_file, weights = teacher_files
     model = build_model(distill_cfg(teacher_files, ["kd"]))

@@ -20,7 +20,7 @@ N_BATCHES = 4  # 8 images at 2 per batch (16 train images in tiny_shapes)
 
 @pytest.fixture(scope="module")
 def shapes_root(tiny_shapes):
-    from kd_det.data.datasets import register_shapes
+    from kd_det.detection.data.datasets import register_shapes
 
     register_shapes(tiny_shapes)
     yield tiny_shapes
@@ -29,7 +29,7 @@ def shapes_root(tiny_shapes):
 
 def start(config, out, tiny_opts, teacher_files, seed):
     """What ``train_net.py`` does up to the first step: setup (seeds the RNGs), Trainer (model, loader)."""
-    from kd_det.engine import Trainer, setup
+    from kd_det.detection.engine import Trainer, setup
 
     opts = [*tiny_opts, "DATALOADER.NUM_WORKERS", "1", "SEED", str(seed), "OUTPUT_DIR", out]
     if config != BASELINE:

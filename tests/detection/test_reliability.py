@@ -189,7 +189,7 @@ def _temporary_file_written(folder, name):
 KILL_DURING_SAVE = r"""
 import sys, torch
 import kd_det
-from kd_det.engine.checkpoint import KDCheckpointer
+from kd_det.detection.engine.checkpoint import KDCheckpointer
 model = torch.nn.Linear(4096, 4096)  # 64 MB per checkpoint: the write takes a while
 ckpt = KDCheckpointer(model, save_dir=sys.argv[1])
 ckpt.save("model_0000001", iteration=1)
@@ -212,7 +212,7 @@ def test_kill_during_checkpoint_write_keeps_previous(tmp_path):
             break
     else:
         pytest.fail("could not kill the process during a checkpoint write in 5 tries")
-    from kd_det.engine.checkpoint import KDCheckpointer
+    from kd_det.detection.engine.checkpoint import KDCheckpointer
 
     model = torch.nn.Linear(4096, 4096)
     data = KDCheckpointer(model, save_dir=str(out)).resume_or_load("", resume=True)

@@ -4,7 +4,7 @@ import os
 
 from pycocotools.coco import COCO
 
-from kd_det.data.shapes import CATEGORIES, make_shapes, shapes_paths
+from kd_det.detection.data.shapes import CATEGORIES, make_shapes, shapes_paths
 
 
 def _digest(root):

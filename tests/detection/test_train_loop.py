@@ -9,7 +9,7 @@ import torch
 from detectron2.utils.events import EventStorage
 from torch import nn
 
-from kd_det.engine.train_loop import KDTrainLoop
+from kd_det.detection.engine.train_loop import KDTrainLoop
 from kd_det.errors import NonFiniteLossError, UserError
 from kd_det.losses import KDLoss
 from kd_det.safe_load import UnsafeFileError, load_pickle, load_torch, read_detectron2_weights
@@ -30,7 +30,7 @@ class TwoTerms(nn.Module):
 
 
 def loop(model, save_dir=""):
-    from kd_det.engine.checkpoint import KDCheckpointer
+    from kd_det.detection.engine.checkpoint import KDCheckpointer
 
     data = iter(lambda: torch.randn(8, 4), None)
     last = KDCheckpointer(model, save_dir=save_dir).get_checkpoint_file if save_dir else (lambda: "")

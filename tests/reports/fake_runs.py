@@ -24,7 +24,7 @@ def det_run(path, method, teacher, student, ap, dataset="coco_2017_val", max_ite
         seed: the config's SEED (default: get_cfg's -1, a random seed).
         scale: (world size, images per process) to record in run_info.json (default: none written).
     """
-    from kd_det.config import get_cfg
+    from kd_det.config.detection import get_cfg
 
     os.makedirs(path, exist_ok=True)
     cfg = get_cfg()
@@ -67,7 +67,7 @@ def cls_run(path, method, teacher, student, top1, epochs=3, done=None, dataset="
         seed: the config's SEED (default: get_cls_cfg's 0).
         scale: (world size, images per process) to record in run_info.json (default: none written).
     """
-    from kd_det.classification.config import get_cls_cfg
+    from kd_det.config.classification import get_cls_cfg
 
     os.makedirs(path, exist_ok=True)
     cfg = get_cls_cfg()

@@ -32,7 +32,7 @@ def test_eval_benchmark_backends_agree(tmp_path, capsys):
 
 
 def test_data_benchmark_counts_images(tiny_shapes, tmp_path):
-    from kd_det.data.datasets import register_shapes
+    from kd_det.detection.data.datasets import register_shapes
 
     out = tmp_path / "data.json"
     try:

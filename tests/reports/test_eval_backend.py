@@ -7,8 +7,8 @@ import kd_det  # noqa: F401  (compat before Detectron2)
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation import coco_evaluation, fast_eval_api
 
-from kd_det.config import get_cfg
-from kd_det.engine.trainer import Trainer
+from kd_det.config.detection import get_cfg
+from kd_det.detection.engine.trainer import Trainer
 from kd_det.evaluation.coco_eval import BACKENDS, check_backend, evaluate_coco
 from kd_det.evaluation.evaluator import COCOBoxEvaluator
 
@@ -40,7 +40,7 @@ def test_other_backend_names_are_refused(name):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_trainer_evaluator_is_kd_dets(backend, tmp_path, forbid_detectron2_eval):
     """Trainer.build_evaluator -> COCOBoxEvaluator, whose evaluate() runs without Detectron2's COCO code."""
-    from kd_det.data.datasets import register_coco
+    from kd_det.detection.data.datasets import register_coco
 
     gt = {"images": [{"id": 1, "width": 100, "height": 80, "file_name": "a.png"}],
           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 20], "area": 600,

@@ -33,7 +33,7 @@ def _sweep_tool():
 
 
 def test_rows_globs_and_bad_input(tmp_path, capsys):
-    from kd_det.evaluation.sweep import plan
+    from kd_det.launch.sweep import plan
 
     jobs = plan(["coco2017_val:R101-R18:DKD", "cifar100:resnet56-resnet20:CKD", "configs/shapes/distill/d*.yaml"],
                 [0, 2], str(tmp_path))
@@ -136,7 +136,7 @@ def test_submitit_local_executor_runs_one_two_process_job(tiny_shapes, tmp_path,
 def test_slurm_request_and_missing_sbatch(tmp_path, monkeypatch):
     """What one run asks Slurm for (sbatch file written by submitit, nothing submitted); no sbatch: one sentence."""
     from kd_det.errors import ConfigError
-    from kd_det.evaluation.sweep import _submitit_executor, plan, run_sweep
+    from kd_det.launch.sweep import _submitit_executor, plan, run_sweep
 
     jobs = plan([DET], [0], str(tmp_path / "sweep"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))

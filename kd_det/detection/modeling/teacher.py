@@ -6,11 +6,11 @@ import os
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from .. import REPO_ROOT
-from ..config import load_config
-from ..core import freeze_, isolated_rng
-from ..errors import ConfigError
-from ..safe_load import read_detectron2_weights
+from ... import REPO_ROOT
+from ...config.detection import load_config
+from ...core import freeze_, isolated_rng
+from ...errors import ConfigError
+from ...safe_load import read_detectron2_weights
 from .weights import check_required_settings
 
 __all__ = ["build_teacher", "file_sha256", "resolve_path"]

@@ -23,7 +23,7 @@ from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 from torch import nn
 from torchvision.models import mobilenet_v2
 
-__all__ = ["MobileNetV2", "build_mobilenetv2_fpn_backbone"]  # its MODEL.MOBILENET.* keys: kd_det/config.py
+__all__ = ["MobileNetV2", "build_mobilenetv2_fpn_backbone"]  # its MODEL.MOBILENET.* keys: kd_det/config/detection.py
 
 STAGES = {"res2": (0, 4, 4, 24), "res3": (4, 7, 8, 32), "res4": (7, 14, 16, 96), "res5": (14, 18, 32, 320)}
 

@@ -1,10 +1,10 @@
 """Export a DistillRCNN student as a plain Detectron2 GeneralizedRCNN checkpoint + config."""
 import os
 
-from ..core import atomic_save, atomic_write_text
-from ..config import load_config
-from ..errors import ConfigError
-from ..safe_load import load_torch
+from ...core import atomic_save, atomic_write_text
+from ...config.detection import load_config
+from ...errors import ConfigError
+from ...safe_load import load_torch
 from .distill_rcnn import DISTILL_PREFIX, student_config
 
 __all__ = ["export_student"]
@@ -14,7 +14,7 @@ def _keep_stock_keys(cfg):
     """Drop every key stock Detectron2's get_cfg() lacks (KD.*, DATASETS.COCO_FORMAT, ...) in place.
 
     MODEL.MOBILENET is kept when the student uses kd_det's MobileNetV2 backbone: that backbone
-    (and its keys) need ``import kd_det.modeling`` in any case.
+    (and its keys) need ``import kd_det.detection.modeling`` in any case.
     """
     from detectron2.config import get_cfg as stock_get_cfg
 

@@ -2,8 +2,8 @@
 against a built model: used by the student checkpointer and the teacher loader alike."""
 import torch
 
-from ..classification.convert import REQUIRED_SETTINGS_KEY
-from ..errors import ConfigError
+from ...classification.convert import REQUIRED_SETTINGS_KEY
+from ...errors import ConfigError
 
 __all__ = ["check_required_settings", "model_settings"]
 

@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
-from ..errors import UserError
+from ...errors import UserError
 
 __all__ = ["launch", "create_ddp_model", "DEFAULT_TIMEOUT"]
 

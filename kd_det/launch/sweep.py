@@ -31,9 +31,9 @@ import zlib
 
 from .. import REPO_ROOT
 from ..errors import ConfigError, UserError
-from ..config_migration import upgrade_dict
-from ..yaml_chain import merged_chain, yaml_chain
-from .runs import COMPLETE, DATASET_ALIASES, config_labels, config_task as _task_of_dict, read_run
+from ..config.migration import upgrade_dict
+from ..config.yaml_chain import merged_chain, yaml_chain
+from ..evaluation.runs import COMPLETE, DATASET_ALIASES, config_labels, config_task as _task_of_dict, read_run
 
 __all__ = ["SweepJob", "TrainTask", "resolve_configs", "config_row", "plan", "run_sweep", "EXECUTORS"]
 
@@ -98,9 +98,9 @@ def config_row(path, task=None):
 
     task = task or config_task(path)
     if task == "classification":
-        from ..classification.config import load_cls_config as load
+        from ..config.classification import load_cls_config as load
     else:
-        from ..config import load_config as load
+        from ..config.detection import load_config as load
     return (task, *config_labels(yaml.safe_load(load(path, []).dump()), task))
 
 
@@ -233,11 +233,11 @@ def plan(specs, seeds, output_dir, opts=()):
 
 def _check_loads(config, task, opts):
     if task == "classification":
-        from ..classification.config import load_cls_config
+        from ..config.classification import load_cls_config
 
         load_cls_config(config, list(opts))
     else:
-        from ..config import load_config
+        from ..config.detection import load_config
 
         load_config(config, list(opts))
 

@@ -7,7 +7,7 @@ Dataset / row configs live in ``configs/classification/`` and inherit a base rec
 from fvcore.common.config import CfgNode as CN
 
 from ..errors import ConfigError
-from ..kd_config import add_kd_config, load_kd_config
+from .schema import add_kd_config, load_kd_config
 
 __all__ = ["get_cls_cfg", "load_cls_config"]
 
@@ -113,7 +113,7 @@ def get_cls_cfg() -> CN:
 
 def load_cls_config(config_file: str = "", opts=()) -> CN:
     """``get_cls_cfg()`` merged with a yaml file and ``KEY VALUE`` overrides (``KD.LOSSES.<tag>.weight 2.0``
-    and the like change one loss entry: :func:`kd_det.kd_config.prepare_kd`).
+    and the like change one loss entry: :func:`kd_det.config.schema.prepare_kd`).
 
     Raises:
         ConfigError: naming the file or key at fault.

@@ -27,8 +27,8 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from .. import REPO_ROOT
-from ..errors import DatasetError
+from ... import REPO_ROOT
+from ...errors import DatasetError
 from .shapes import CATEGORIES, make_shapes, shapes_paths
 
 __all__ = ["DatasetError", "check_num_classes", "datasets_root", "load_coco_checked", "register_coco",

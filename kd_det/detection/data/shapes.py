@@ -9,7 +9,7 @@ noisy backgrounds, written as real COCO json + PNG files::
 
 Everything comes from one seeded ``numpy.random.Generator`` per split, so the same
 arguments always give byte-identical files. Only NumPy, OpenCV and kd_det.core (the atomic
-json write) are used here; registration with Detectron2 lives in :mod:`kd_det.data.datasets`.
+json write) are used here; registration with Detectron2 lives in :mod:`kd_det.detection.data.datasets`.
 """
 import json
 import os
@@ -17,7 +17,7 @@ import os
 import cv2
 import numpy as np
 
-from ..core import atomic_write_text
+from ...core import atomic_write_text
 
 __all__ = ["CATEGORIES", "SPLITS", "make_shapes", "shapes_paths"]
 

@@ -30,9 +30,9 @@ import torch
 from detectron2.engine import SimpleTrainer, TrainerBase
 from detectron2.utils import comm
 
-from ..core import AmpMode, get_rng_state, non_finite_term, resolve_amp, set_rng_state
-from ..errors import NonFiniteLossError
-from ..losses import NonFiniteInputError
+from ...core import AmpMode, get_rng_state, non_finite_term, resolve_amp, set_rng_state
+from ...errors import NonFiniteLossError
+from ...losses import NonFiniteInputError
 
 __all__ = ["KDTrainLoop", "amp_mode"]
 

@@ -7,7 +7,7 @@ above every key.
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg as _d2_get_cfg
 
-from .kd_config import add_kd_config, load_kd_config
+from .schema import add_kd_config, load_kd_config
 
 __all__ = ["get_cfg", "load_config", "add_kd_det_config", "add_kd_detection_config", "add_mobilenet_config"]
 
@@ -30,7 +30,7 @@ def add_kd_det_config(cfg):
 
 
 def add_kd_detection_config(cfg):
-    """The shared distillation keys (:func:`kd_det.kd_config.add_kd_config`) plus detection's own, in place."""
+    """The shared distillation keys (:func:`kd_det.config.schema.add_kd_config`) plus detection's own, in place."""
     add_kd_config(cfg)
     # Teacher's own Detectron2 config file (a plain Faster R-CNN FPN config); "" = no teacher.
     cfg.KD.TEACHER.CONFIG_FILE = ""
@@ -42,7 +42,7 @@ def add_kd_detection_config(cfg):
     # FPN levels handed to feature losses (ReviewKD, FitNet, FGFI, MSD), finest first; both sides need them.
     cfg.KD.FEATURE_LEVELS = ["p2", "p3", "p4", "p5", "p6"]
     # The old detection form of KD.LOSSES (names + these parallel keys) is still read and converted to specs with
-    # a warning (kd_det.kd_config.prepare_kd); these four keys are registered only for that and stay empty.
+    # a warning (kd_det.config.schema.prepare_kd); these four keys are registered only for that and stay empty.
     # Old form: one weight per KD.LOSSES name.
     cfg.KD.LOSS_WEIGHTS = []
     # Old form: one start iteration per KD.LOSSES name.
@@ -76,6 +76,6 @@ def add_mobilenet_config(cfg):
 def load_config(config_file, opts=()):
     """``get_cfg()`` merged with ``config_file`` and ``KEY VALUE`` overrides; errors name the file/key.
 
-    ``KD.LOSSES.<tag>.weight 2.0`` and the like change one loss entry (:func:`kd_det.kd_config.load_kd_config`).
+    ``KD.LOSSES.<tag>.weight 2.0`` and the like change one loss entry (:func:`kd_det.config.schema.load_kd_config`).
     """
     return load_kd_config(get_cfg, config_file, opts, "detection")

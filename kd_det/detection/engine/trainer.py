@@ -14,10 +14,10 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 from torch.utils.data import DataLoader
 
 from .. import modeling  # noqa: F401  (registers DistillRCNN and the extra backbones)
-from ..core import ResumableSampler, atomic_write_text, resolve_teacher_mode
+from ...core import ResumableSampler, atomic_write_text, resolve_teacher_mode
 from ..data import check_num_classes
-from ..errors import NonFiniteLossError, UserError
-from ..evaluation.evaluator import COCOBoxEvaluator
+from ...errors import NonFiniteLossError, UserError
+from ...evaluation.evaluator import COCOBoxEvaluator
 from .checkpoint import KDCheckpointer
 from .launch import create_ddp_model
 from .train_loop import KDTrainLoop, amp_mode
@@ -143,7 +143,7 @@ class Trainer(DefaultTrainer):
         """
         if not comm.is_main_process():
             return None
-        from ..evaluation.runs import write_run_info
+        from ...evaluation.runs import write_run_info
 
         cfg, world = self.cfg, comm.get_world_size()
         per_proc = cfg.SOLVER.IMS_PER_BATCH // world

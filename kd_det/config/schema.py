@@ -1,7 +1,7 @@
 """The distillation config both tasks share: the ``KD.*`` keys, the loss-spec schema and its one validator.
 
-:func:`add_kd_config` adds the keys detection (``kd_det/config.py``) and classification
-(``kd_det/classification/config.py``) share; each task then adds its own. ``KD.LOSSES`` is a list of
+:func:`add_kd_config` adds the keys detection (``kd_det/config/detection.py``) and classification
+(``kd_det/config/classification.py``) share; each task then adds its own. ``KD.LOSSES`` is a list of
 loss specs, in yaml one flow map per line with its source::
 
     KD:
@@ -15,7 +15,7 @@ Spec keys (:data:`kd_det.losses.combine.SPEC_KEYS`, checked by :func:`kd_det.los
 entry's unique name, default its loss name: the logged term is ``loss_<tag>``, so one loss can appear twice under
 two tags) and ``start_iter`` (detection only, int >= 0, default 0: the term counts from that iteration on).
 
-Both loaders (:func:`kd_det.config.load_config`, :func:`kd_det.classification.config.load_cls_config`)
+Both loaders (:func:`kd_det.config.detection.load_config`, :func:`kd_det.config.classification.load_cls_config`)
 run: file merged -> :func:`prepare_kd` (the old detection form converted, ``KD.LOSSES.<tag>.<field>``
 overrides applied) -> the other overrides merged -> :func:`finish_kd` (:func:`loss_specs`
 validates and normalises the specs; the method label). Nothing here imports Detectron2.
@@ -28,7 +28,7 @@ from collections.abc import Mapping
 
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .yaml_chain import chain_value, yaml_chain
 
 __all__ = ["add_kd_config", "load_kd_config", "loss_specs", "method_label", "flow", "plain", "prepare_kd",
@@ -63,7 +63,7 @@ def add_kd_config(cfg):
     cfg.KD.TEACHER.PRECISION = ""
     # Teacher weights in channels_last (NHWC) memory format, which oneDNN / cuDNN convolutions prefer.
     cfg.KD.TEACHER.CHANNELS_LAST = False
-    # Distillation terms: a list of specs {name, weight, params, inputs, tag, start_iter} (kd_det/kd_config.py),
+    # Distillation terms: a list of specs {name, weight, params, inputs, tag, start_iter} (kd_det/config/schema.py),
     # in yaml one flow map per line, e.g. - {name: dkd, weight: 1.0, params: {beta: 0.5}}.
     cfg.KD.LOSSES = []
     # Labels of the paper-table row a run reproduces (dataset x teacher x student x method), used by the reports.
@@ -125,7 +125,7 @@ def loss_specs(specs, task="detection"):
     Raises:
         ConfigError: one sentence naming the entry and the key or value at fault.
     """
-    from .losses.combine import check_spec
+    from ..losses.combine import check_spec
 
     if isinstance(specs, (str, Mapping)) or not isinstance(specs, (list, tuple)):
         raise ConfigError(f"KD.LOSSES is {specs!r}; it must be a list of loss specs, e.g. [{_EXAMPLE}].")
@@ -157,7 +157,7 @@ def method_label(losses):
     ``losses``: spec dicts (or plain names, as old detection configs list them); a tag that is a loss name
     takes the papers' spelling (:func:`kd_det.losses.loss_labels`, e.g. ReviewKD), any other is upper-cased.
     """
-    from .losses import loss_labels
+    from ..losses import loss_labels
 
     names = loss_labels()
     return "+".join(dict.fromkeys(names.get(t, t.upper()) for t in map(_tag, losses)))
@@ -305,7 +305,7 @@ def finish_kd(cfg, config_file, opts, task):
     Raises:
         ConfigError: a bad spec, or a reference-run label on a distilled run.
     """
-    from .core import resolve_teacher_mode
+    from ..core import resolve_teacher_mode
 
     resolve_teacher_mode("cuda", cfg.KD.TEACHER.PRECISION)  # the value's name; the device is checked at build
     specs = loss_specs(cfg.KD.LOSSES, task)
@@ -334,7 +334,7 @@ def load_kd_config(make_default, config_file, opts, task):
     :func:`finish_kd` validates the specs and sets the method label.
 
     Args:
-        make_default: ``kd_det.config.get_cfg`` (detection) or ``kd_det.classification.config.get_cls_cfg``.
+        make_default: ``kd_det.config.detection.get_cfg`` (detection) or ``kd_det.config.classification.get_cls_cfg``.
         config_file: a yaml file, or "" for the defaults.
         opts: ``KEY VALUE`` overrides.
         task: "detection" or "classification".
@@ -342,7 +342,7 @@ def load_kd_config(make_default, config_file, opts, task):
     Raises:
         ConfigError: one sentence naming the file or key at fault (an old classification key: where it lives now).
     """
-    from .core import import_custom_modules
+    from ..core import import_custom_modules
 
     defaults = "kd_det's get_cfg()" if task == "detection" else "get_cls_cfg()"
     hint = old_key_error if task == "classification" else (lambda error, where: None)

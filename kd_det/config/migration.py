@@ -1,4 +1,4 @@
-"""Rewrite config files from the old forms to the one schema of :mod:`kd_det.kd_config`, keeping every comment.
+"""Rewrite config files from the old forms to the one schema of :mod:`kd_det.config.schema`, keeping every comment.
 
 Two old forms are rewritten (``tools/migrate_configs.py`` is the command line):
 
@@ -16,7 +16,7 @@ import re
 
 import yaml
 
-from .kd_config import OLD_CLASSIFICATION_KEYS, flow
+from .schema import OLD_CLASSIFICATION_KEYS, flow
 
 __all__ = ["MigrationError", "migrate_text", "upgrade_dict"]
 
@@ -302,7 +302,7 @@ def upgrade_dict(cfg):
     if isinstance(solver, dict) and isinstance(solver.get("AMP"), bool):
         solver["AMP"] = {"ENABLED": solver["AMP"], "PRECISION": ""}
     if isinstance(kd, dict) and any(isinstance(n, str) for n in kd.get("LOSSES") or []):
-        from .kd_config import legacy_specs
+        from .schema import legacy_specs
 
         kd["LOSSES"] = legacy_specs(kd)
         for key in ("LOSS_WEIGHTS", "LOSS_START_ITERS", "PARAMS", "INPUTS"):

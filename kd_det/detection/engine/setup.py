@@ -3,11 +3,11 @@ import torch
 from detectron2.engine import default_setup
 from detectron2.utils.logger import setup_logger
 
-from ..config import load_config
+from ...config.detection import load_config
 from ..data import setup_datasets
-from ..errors import ConfigError
+from ...errors import ConfigError
 
-__all__ = ["load_config", "setup"]  # load_config lives in kd_det.config (re-exported)
+__all__ = ["load_config", "setup"]  # load_config lives in kd_det.config.detection (re-exported)
 
 
 def setup(args):

@@ -37,11 +37,11 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.roi_heads import StandardROIHeads
 from detectron2.utils.events import get_event_storage
 
-from ..core import FrozenTeacherMixin, TeacherMode, isolated_rng, resolve_teacher_mode
-from ..errors import ConfigError
-from ..kd_config import legacy_specs
-from ..kd_config import loss_specs as kd_loss_specs
-from ..losses import DistillLoss, check_inputs
+from ...core import FrozenTeacherMixin, TeacherMode, isolated_rng, resolve_teacher_mode
+from ...errors import ConfigError
+from ...config.schema import legacy_specs
+from ...config.schema import loss_specs as kd_loss_specs
+from ...losses import DistillLoss, check_inputs
 from .teacher import build_teacher
 
 __all__ = ["DistillRCNN", "DISTILL_PREFIX", "TEACHER_PARTS", "loss_specs", "student_config"]
@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 
 def loss_specs(cfg):
-    """``cfg.KD.LOSSES`` -> validated DistillLoss specs (:func:`kd_det.kd_config.loss_specs`; a config still in
+    """``cfg.KD.LOSSES`` -> validated DistillLoss specs (:func:`kd_det.config.schema.loss_specs`; a config still in
     the old detection form, e.g. edited after loading, is converted first)."""
     legacy = legacy_specs(cfg.KD)
     return kd_loss_specs(cfg.KD.LOSSES if legacy is None else legacy, "detection")
