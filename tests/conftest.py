@@ -52,7 +52,7 @@ def teacher_files(tmp_path_factory):
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
-    from kd_det.detection.engine.setup import load_config
+    from kd_det.config.detection import load_config
 
     d = tmp_path_factory.mktemp("teacher")
     cfg_file = d / "teacher.yaml"

@@ -20,7 +20,7 @@ CLS_STUDENT = os.path.join(REPO, "configs/classification/cifar100/resnet32x4-res
 
 
 def _det(path, opts=()):
-    from kd_det.detection.engine.setup import load_config
+    from kd_det.config.detection import load_config
 
     return load_config(path, list(opts))
 
@@ -164,30 +164,23 @@ KD:
 """
 
 
-def test_old_form_is_read_with_a_warning_and_gives_the_same_specs(tmp_path):
+def test_old_form_is_refused_with_the_migration_command(tmp_path):
+    """The old detection form was removed in 0.2 (no release read it): files and overrides in it are refused with
+    one sentence naming tools/migrate_configs.py, which turns the old file into the new one."""
+    from kd_det.config.migration import migrate_text
+
     (tmp_path / "old.yaml").write_text(OLD.format(base=STUDENT))
+    with pytest.raises(ConfigError, match=r"old\.yaml: KD\.LOSS_WEIGHTS belongs to the old detection form of "
+                                          r"KD\.LOSSES, removed in kd_det 0\.2; .*python tools/migrate_configs\.py"):
+        _det(str(tmp_path / "old.yaml"))
+    for opts in (["KD.LOSSES", "['dcd', 'kd']"], ["KD.PARAMS.dcd.alpha", "0.5"], ["KD.LOSS_WEIGHTS", "[1.0]"]):
+        with pytest.raises(ConfigError, match=r"old detection form.*removed in kd_det 0\.2.*tools/migrate_configs"):
+            _det(STUDENT, opts)
     (tmp_path / "new.yaml").write_text(NEW.format(base=STUDENT))
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        new = _det(str(tmp_path / "new.yaml"))
-    assert not [w for w in seen if "old detection form" in str(w.message)]
-    with pytest.warns(FutureWarning, match=r"old\.yaml: KD\.LOSSES with KD\.LOSS_WEIGHTS .* is the old detection form "
-                                           r"of KD\.LOSSES; it is read as KD\.LOSSES: \[\{name: dcd, weight: 1\.0"):
-        old = _det(str(tmp_path / "old.yaml"))
-    assert old.KD.LOSSES == new.KD.LOSSES and old.KD.LABEL.METHOD == new.KD.LABEL.METHOD == "DCD+KD"
-    assert not old.KD.LOSS_WEIGHTS and not old.KD.PARAMS  # converted, nothing left in the old keys
-    with pytest.warns(FutureWarning, match=r"Overrides KD\.LOSSES, KD\.LOSS_WEIGHTS, .* are the old detection form"
-                                           r".*KD\.LOSSES\.dcd\.weight 1\.0 KD\.LOSSES\.kd\.weight 0\.5"):
-        cli = _det(STUDENT, ["KD.LOSSES", "['dcd', 'kd']", "KD.LOSS_WEIGHTS", "[1.0, 0.5]",
-                             "KD.LOSS_START_ITERS", "[0, 10]", "KD.PARAMS.dcd.alpha", "0.5", "KD.PARAMS.dcd.proj_dim",
-                             "64", "KD.INPUTS.dcd.emb_s", "logits_s", "KD.INPUTS.dcd.emb_t", "logits_t"])
-    assert cli.KD.LOSSES == new.KD.LOSSES
-
-
-def test_old_form_lengths_are_checked():
-    with pytest.raises(ConfigError, match=r"^KD\.LOSS_WEIGHTS has 1 entries but KD\.LOSSES has 2 \(dcd, kd\); give "
-                                          r"one weight per loss\.$"):
-        _det(STUDENT, ["KD.LOSSES", "['dcd', 'kd']", "KD.LOSS_WEIGHTS", "[1.0]"])
+    (tmp_path / "migrated.yaml").write_text(migrate_text(OLD.format(base=STUDENT)))
+    new, migrated = _det(str(tmp_path / "new.yaml")), _det(str(tmp_path / "migrated.yaml"))
+    assert migrated.KD.LOSSES == new.KD.LOSSES and migrated.KD.LABEL.METHOD == new.KD.LABEL.METHOD == "DCD+KD"
+    assert "LOSS_WEIGHTS" not in new.KD and "PARAMS" not in new.KD  # no placeholder keys in the live defaults
 
 
 # -- method labels -----------------------------------------------------------------------------------------------

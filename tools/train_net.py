@@ -21,7 +21,7 @@ from detectron2.engine import default_argument_parser
 from kd_det.detection.engine import Trainer, evaluate_teacher, launch, setup
 from kd_det.detection.engine.checkpoint import KDCheckpointer
 from kd_det.errors import UserError
-from kd_det.detection.modeling.distill_rcnn import student_config
+from kd_det.detection.modeling import student_config
 
 
 def main(args):

@@ -12,10 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..core import FrozenTeacherMixin, TeacherMode
-from ..errors import ConfigError
-from ..config.schema import loss_specs
-from ..losses import DistillLoss, check_inputs
+from ..core import DistillContract, FrozenTeacherMixin, TeacherMode
 from .models import ClsNet
 
 __all__ = ["Distiller", "build_distill_loss"]
@@ -31,22 +28,21 @@ def _frozen_call(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return call
 
 
-def build_distill_loss(specs, student: ClsNet, teacher: ClsNet, num_samples: int,
-                       num_classes: int):
-    """``DistillLoss`` from config specs, its dimensions taken from the two models.
+def build_distill_loss(specs, student: ClsNet, teacher: ClsNet, num_samples: int, num_classes: int,
+                       warmup: int = 0):
+    """``DistillLoss`` from config specs, its dimensions taken from the two models (:meth:`Distiller.build_distill`).
 
     Args:
-        specs: ``KD.LOSSES``, a list of {name, weight, params, inputs, tag} (:mod:`kd_det.config.schema`).
+        specs: ``KD.LOSSES``, a list of {name, weight, params, inputs, tag} (:mod:`kd_det.config.schema`; a spec
+            with ``start_iter`` > 0 was refused at load: the epoch loop ramps terms in with ``warmup`` instead).
         student, teacher: models exposing ``stage_channels``, ``stage_feat_channels`` and ``embed_dim``.
         num_samples: size of the training set (CRD's memory bank).
         num_classes: number of classes.
+        warmup: ``KD.WARMUP_EPOCHS``: epochs over which the terms ramp in (DistillLoss's schedule, step = epoch).
 
     Raises:
-        ConfigError: a bad spec (:func:`kd_det.config.schema.loss_specs`), an unknown parameter (the loss
-            library's sentence), or a spec with ``start_iter`` > 0 (the epoch loop does not hand the iteration to the losses;
-            ``KD.WARMUP_EPOCHS`` ramps the distillation terms in instead).
+        ConfigError: a loss needs an input classification does not provide, or refuses its parameters.
     """
-    specs = loss_specs(specs, "classification")  # the one spec check both tasks share
     shapes = {
         "logits_s": num_classes, "logits_t": num_classes,
         "emb_s": student.embed_dim, "emb_t": teacher.embed_dim,
@@ -55,14 +51,10 @@ def build_distill_loss(specs, student: ClsNet, teacher: ClsNet, num_samples: int
         "preact_feats_s": list(student.stage_feat_channels), "preact_feats_t": list(teacher.stage_feat_channels),
         "num_samples": num_samples, "num_classes": num_classes,
     }
-    check_inputs(specs, Distiller.PROVIDED_INPUTS, "classification")  # before a parameter error of such a loss
-    try:
-        return DistillLoss(specs, shapes)
-    except ValueError as e:
-        raise ConfigError(f"KD.LOSSES: {e}") from None
+    return Distiller.build_distill(specs, shapes, warmup=warmup)
 
 
-class Distiller(FrozenTeacherMixin):
+class Distiller(DistillContract, FrozenTeacherMixin):
     """Student + learnable loss parts; the frozen teacher is held outside the module tree.
 
     The teacher (:class:`kd_det.core.FrozenTeacherMixin`) is neither in ``state_dict()`` (it
@@ -74,19 +66,21 @@ class Distiller(FrozenTeacherMixin):
     Args:
         student: the trained model.
         teacher: the frozen teacher, or None for plain cross-entropy training.
-        criterion: a ``kd_det.losses.DistillLoss`` (None without a teacher); it may only need
-            inputs of :attr:`PROVIDED_INPUTS`.
+        criterion: a ``kd_det.losses.DistillLoss`` (None without a teacher), held as ``self.distill``; it may
+            only need inputs of :attr:`PROVIDED_INPUTS`.
         ce_weight: weight of the label cross-entropy.
         teacher_mode: the teacher's own precision and memory format (:class:`kd_det.core.TeacherMode`;
             ``KD.TEACHER.PRECISION`` / ``CHANNELS_LAST``); default: the student's precision, NCHW.
     """
 
+    TASK = "classification"
     #: The loss inputs a classification training step provides (names of kd_det.losses.vocabulary.INPUTS).
     PROVIDED_INPUTS = ("logits_s", "logits_t", "emb_s", "emb_t", "feats_s", "feats_t", "stage_feats_s",
                        "stage_feats_t", "preact_feats_s", "preact_feats_t", "target", "index",
                        "contrast_index", "teacher_classifier")
-    #: The provided inputs that are outputs of the teacher's forward (it runs only if a loss takes one).
-    TEACHER_OUTPUTS = ("logits_t", "emb_t", "feats_t", "stage_feats_t", "preact_feats_t")
+    #: Teacher part -> the provided inputs it produces (the forward runs only if a loss takes one of its outputs).
+    TEACHER_PARTS = {"forward": ("logits_t", "emb_t", "feats_t", "stage_feats_t", "preact_feats_t"),
+                     "classifier": ("teacher_classifier",)}
 
     def __init__(self, student: ClsNet, teacher: Optional[ClsNet] = None,
                  criterion: Optional[nn.Module] = None, ce_weight: float = 1.0,
@@ -95,16 +89,13 @@ class Distiller(FrozenTeacherMixin):
         self.student = student
         self.teacher_mode = teacher_mode or TeacherMode()
         self.teacher = None if teacher is None else self.teacher_mode.prepare(teacher)
-        self.criterion = criterion
         self.ce_weight = float(ce_weight)
-        self.wanted = set()
-        if criterion is not None:
-            check_inputs(criterion, self.PROVIDED_INPUTS, "classification")
-            self.wanted = criterion.used_inputs() & set(self.PROVIDED_INPUTS)
+        self.attach_distill(criterion)
 
     def forward(self, images: torch.Tensor, target: torch.Tensor,
                 index: Optional[torch.Tensor] = None,
-                contrast_index: Optional[torch.Tensor] = None) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+                contrast_index: Optional[torch.Tensor] = None,
+                epoch: Optional[int] = None) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
         """One training step's losses.
 
         Args:
@@ -112,27 +103,28 @@ class Distiller(FrozenTeacherMixin):
             target: (N,) int64 labels.
             index: (N,) int64 training-set indices (CRD's memory bank).
             contrast_index: (N, K + 1) int64 CRD negatives from the data loader, or None.
+            epoch: the 0-based epoch (the terms' warm-up, ``KD.WARMUP_EPOCHS``); needed only with a warm-up.
 
         Returns:
             (losses, student logits): losses maps "loss_ce" and every "loss_<name>" of the
             criterion to a weighted scalar; logits is (N, num_classes).
         """
-        out_s = self.student(images, with_features=True, preact="preact_feats_s" in self.wanted)
+        out_s = self.student(images, with_features=True, preact="preact_feats_s" in self.needs)
         losses = {"loss_ce": self.ce_weight * F.cross_entropy(out_s["logits"].float(), target)}
-        if self.criterion is None:
+        if self.distill is None:
             return losses, out_s["logits"]
         available = {
             "logits_s": out_s["logits"], "emb_s": out_s["emb"], "feats_s": out_s["feats"],
             "stage_feats_s": out_s["stage_feats"], "preact_feats_s": out_s["preact_feats"],
             "target": target, "index": index, "contrast_index": contrast_index,
         }
-        if self.wanted & set(self.TEACHER_OUTPUTS):
+        if "forward" in self.teacher_parts:
             with self.teacher_mode.context():
                 out_t = self.teacher_mode.outputs(
-                    self.teacher(images, with_features=True, preact="preact_feats_t" in self.wanted))
+                    self.teacher(images, with_features=True, preact="preact_feats_t" in self.needs))
             available.update(logits_t=out_t["logits"], emb_t=out_t["emb"], feats_t=out_t["feats"],
                              stage_feats_t=out_t["stage_feats"], preact_feats_t=out_t["preact_feats"])
-        if "teacher_classifier" in self.wanted:
+        if "teacher_classifier" in self.needs:
             available["teacher_classifier"] = _frozen_call(self.teacher.get_classifier())
-        losses.update(self.criterion(**{k: available[k] for k in self.wanted}))
+        losses.update(self.distill(step=epoch, **{k: available[k] for k in self.needs}))
         return losses, out_s["logits"]

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ..core import atomic_save, non_finite_term, resolve_amp, resolve_teacher_mode, seed_all
+from ..core import atomic_save, non_finite_term, resolve_amp, resolve_teacher_mode, seed_all, write_run_info
 from ..errors import ConfigError, NonFiniteLossError
 from ..safe_load import load_torch
 from . import dist
@@ -133,15 +133,13 @@ def _build(cfg, num_samples: int, device: torch.device) -> Distiller:
         teacher = build_model(cfg.KD.TEACHER.ARCH, num_classes)
         load_weights(teacher, cfg.KD.TEACHER.WEIGHTS, "KD.TEACHER.WEIGHTS")
         if cfg.KD.LOSSES:
-            criterion = build_distill_loss(cfg.KD.LOSSES, student, teacher, num_samples,
-                                           num_classes)
+            criterion = build_distill_loss(cfg.KD.LOSSES, student, teacher, num_samples, num_classes,
+                                           warmup=cfg.KD.WARMUP_EPOCHS)
     mode = resolve_teacher_mode(device, cfg.KD.TEACHER.PRECISION, cfg.KD.TEACHER.CHANNELS_LAST)
     return Distiller(student, teacher, criterion, cfg.KD.CE_WEIGHT, teacher_mode=mode).to(device)
 
 
 def _train_one_epoch(cfg, model, distiller, loader, optimizer, scaler, device, epoch) -> Dict[str, float]:
-    warm = cfg.KD.WARMUP_EPOCHS
-    factor = min(1.0, (epoch + 1) / warm) if warm > 0 else 1.0
     sums: Dict[str, float] = {}
     correct = seen = 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.SOLVER.EPOCHS}", disable=not dist.is_main(),
@@ -152,8 +150,7 @@ def _train_one_epoch(cfg, model, distiller, loader, optimizer, scaler, device, e
         target, index = target.to(device), index.to(device)
         contrast_index = extra[0].to(device) if extra else None
         with _amp(cfg, device).autocast():
-            losses, logits = model(images, target, index, contrast_index)
-        losses = {k: (v if k == "loss_ce" else v * factor) for k, v in losses.items()}
+            losses, logits = model(images, target, index, contrast_index, epoch)  # epoch: the terms' warm-up
         total = sum(v.float() for v in losses.values())
         what = non_finite_term({**losses, "total": total})  # one all-reduce: every process stops here
         if what:
@@ -182,8 +179,8 @@ def _train_one_epoch(cfg, model, distiller, loader, optimizer, scaler, device, e
 def _resume(path: str, distiller: Distiller, optimizer, scaler) -> tuple:
     ckpt = load_torch(path, "Checkpoint")
     distiller.student.load_state_dict(ckpt["model"])
-    if distiller.criterion is not None:
-        distiller.criterion.load_state_dict(ckpt["distill"])
+    if distiller.distill is not None:
+        distiller.distill.load_state_dict(ckpt["distill"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])
     logger.info("Resumed from %s (epoch %d).", path, ckpt["epoch"])
@@ -276,8 +273,8 @@ def train(cfg, resume: bool = False) -> Dict[str, float]:
                 {k: round(v, 4) for k, v in record.items() if k != "epoch"}))
             if last or (epoch + 1) % cfg.SOLVER.CHECKPOINT_PERIOD == 0:
                 atomic_save({"model": distiller.student.state_dict(),
-                             "distill": (distiller.criterion.state_dict()
-                                         if distiller.criterion is not None else {}),
+                             "distill": (distiller.distill.state_dict()
+                                         if distiller.distill is not None else {}),
                              "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                              "epoch": epoch + 1, "best_top1": best, "arch": cfg.MODEL.ARCH,
                              "num_classes": cfg.DATA.NUM_CLASSES, "cfg": cfg.dump()}, last_path)
@@ -294,8 +291,6 @@ def train(cfg, resume: bool = False) -> Dict[str, float]:
 def _write_run_info(cfg, world: int, start: int, device: torch.device) -> None:
     """``OUTPUT_DIR/run_info.json``: processes and samples per process of this launch (contrastive
     losses draw negatives from each process's own batch)."""
-    from ..evaluation.runs import write_run_info
-
     write_run_info(cfg.OUTPUT_DIR, {
         "task": "classification", "world_size": world, "images_per_process": cfg.SOLVER.BATCH_SIZE // world,
         "batch_size": cfg.SOLVER.BATCH_SIZE, "seed": cfg.SEED, "device": str(device),

@@ -1,19 +1,23 @@
-"""kd_det configuration: Detectron2's defaults plus the project's keys.
+"""The detection config: Detectron2's defaults plus kd_det's keys, in three groups.
 
-``get_cfg()`` is what every tool uses; ``load_config(file, opts)`` merges a file and overrides into
-it. Later features only add keys here, each in an ``add_*_config`` function with a one-line comment
-above every key.
+* :func:`add_run_config` — how a run reads data, evaluates and logs (``DATASETS.*``, ``TEST.*``, ``SOLVER.*``);
+* :func:`kd_det.config.schema.add_kd_config` + :func:`add_detector_distill_config` — the ``KD.*`` keys both
+  tasks share, then detection's own (teacher config file, feature levels, KD.NORM);
+* :func:`add_mobilenet_config` — the MobileNetV2-FPN backbone's ``MODEL.MOBILENET.*``.
+
+``get_cfg()`` is what every tool uses; ``load_config(file, opts)`` merges a file and overrides into it. Later
+features only add keys, each with a one-line comment above it.
 """
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg as _d2_get_cfg
 
 from .schema import add_kd_config, load_kd_config
 
-__all__ = ["get_cfg", "load_config", "add_kd_det_config", "add_kd_detection_config", "add_mobilenet_config"]
+__all__ = ["get_cfg", "load_config", "add_run_config", "add_detector_distill_config", "add_mobilenet_config"]
 
 
-def add_kd_det_config(cfg):
-    """Add the foundation keys (datasets, evaluation) to a Detectron2 config in place."""
+def add_run_config(cfg):
+    """Add how a run reads data, evaluates and logs (datasets, evaluation, log period, AMP dtype), in place."""
     # COCO-format datasets to register before training, each (name, json_file, image_root);
     # the name can then be used in DATASETS.TRAIN / DATASETS.TEST.
     cfg.DATASETS.COCO_FORMAT = []
@@ -29,10 +33,9 @@ def add_kd_det_config(cfg):
     return cfg
 
 
-def add_kd_detection_config(cfg):
-    """The shared distillation keys (:func:`kd_det.config.schema.add_kd_config`) plus detection's own, in place."""
-    add_kd_config(cfg)
-    # Teacher's own Detectron2 config file (a plain Faster R-CNN FPN config); "" = no teacher.
+def add_detector_distill_config(cfg):
+    """Detection's own ``KD.*`` keys, in place (after :func:`kd_det.config.schema.add_kd_config`)."""
+    # Teacher's own Detectron2 config file (a meta-architecture the distillation wrapper reads); "" = no teacher.
     cfg.KD.TEACHER.CONFIG_FILE = ""
     # Refuse a teacher checkpoint that matches fewer than this fraction of the teacher's keys.
     cfg.KD.TEACHER.MIN_MATCHED_FRACTION = 0.95
@@ -41,25 +44,16 @@ def add_kd_detection_config(cfg):
     cfg.KD.NORM = ""
     # FPN levels handed to feature losses (ReviewKD, FitNet, FGFI, MSD), finest first; both sides need them.
     cfg.KD.FEATURE_LEVELS = ["p2", "p3", "p4", "p5", "p6"]
-    # The old detection form of KD.LOSSES (names + these parallel keys) is still read and converted to specs with
-    # a warning (kd_det.config.schema.prepare_kd); these four keys are registered only for that and stay empty.
-    # Old form: one weight per KD.LOSSES name.
-    cfg.KD.LOSS_WEIGHTS = []
-    # Old form: one start iteration per KD.LOSSES name.
-    cfg.KD.LOSS_START_ITERS = []
-    # Old form: KD.PARAMS.<name>.<param>.
-    cfg.KD.PARAMS = CN(new_allowed=True)
-    # Old form: KD.INPUTS.<name>.<loss arg>.
-    cfg.KD.INPUTS = CN(new_allowed=True)
     return cfg
 
 
 def get_cfg():
     """Detectron2 defaults + every kd_det key. Returns a mutable CfgNode."""
     cfg = _d2_get_cfg()
-    add_kd_det_config(cfg)
+    add_run_config(cfg)
     add_mobilenet_config(cfg)
-    add_kd_detection_config(cfg)
+    add_kd_config(cfg)
+    add_detector_distill_config(cfg)
     return cfg
 
 
@@ -78,4 +72,6 @@ def load_config(config_file, opts=()):
 
     ``KD.LOSSES.<tag>.weight 2.0`` and the like change one loss entry (:func:`kd_det.config.schema.load_kd_config`).
     """
+    from ..detection import modeling  # noqa: F401  (registers the meta-architectures and backbones configs name)
+
     return load_kd_config(get_cfg, config_file, opts, "detection")

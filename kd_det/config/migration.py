@@ -16,9 +16,11 @@ import re
 
 import yaml
 
-from .schema import OLD_CLASSIFICATION_KEYS, flow
+from ..errors import ConfigError
+from ..losses.combine import spec_tag
+from .schema import OLD_CLASSIFICATION_KEYS, flow, plain
 
-__all__ = ["MigrationError", "migrate_text", "upgrade_dict"]
+__all__ = ["MigrationError", "migrate_text", "upgrade_dict", "legacy_specs"]
 
 _KEY = re.compile(r"^( *)([A-Za-z_][\w-]*)\s*:(?:\s|$)")
 _OLD_LOSS_KEYS = ("LOSSES", "LOSS_WEIGHTS", "LOSS_START_ITERS", "PARAMS", "INPUTS")
@@ -302,9 +304,40 @@ def upgrade_dict(cfg):
     if isinstance(solver, dict) and isinstance(solver.get("AMP"), bool):
         solver["AMP"] = {"ENABLED": solver["AMP"], "PRECISION": ""}
     if isinstance(kd, dict) and any(isinstance(n, str) for n in kd.get("LOSSES") or []):
-        from .schema import legacy_specs
-
         kd["LOSSES"] = legacy_specs(kd)
         for key in ("LOSS_WEIGHTS", "LOSS_START_ITERS", "PARAMS", "INPUTS"):
             kd.pop(key, None)
     return cfg
+
+
+def legacy_specs(kd):
+    """Specs of the old detection form held by ``kd`` (a ``KD`` node), or None if it holds none.
+
+    The old form is ``KD.LOSSES`` as names with the parallel ``KD.LOSS_WEIGHTS`` / ``KD.LOSS_START_ITERS``
+    (by position) and ``KD.PARAMS.<name>`` / ``KD.INPUTS.<name>``. ``kd`` is not changed.
+
+    Raises:
+        ConfigError: lists of the wrong length, or PARAMS / INPUTS for a loss not listed.
+    """
+    old = {key: kd.get(key) for key in _OLD_LOSS_KEYS[1:] if kd.get(key)}
+    names = list(kd.get("LOSSES") or [])
+    if not old and not any(isinstance(n, str) for n in names):
+        return None
+    specs = [{"name": n} if isinstance(n, str) else dict(n) for n in names]
+    tags = [spec_tag(s) for s in specs]
+    for key, field, what in (("LOSS_WEIGHTS", "weight", "weight"), ("LOSS_START_ITERS", "start_iter",
+                                                                      "start iteration")):
+        values = list(old.get(key) or [])
+        if values and len(values) != len(specs):
+            raise ConfigError(f"KD.{key} has {len(values)} entries but KD.LOSSES has {len(specs)} "
+                              f"({', '.join(tags)}); give one {what} per loss.")
+        for spec, value in zip(specs, values):
+            spec[field] = value
+    for key, field in (("PARAMS", "params"), ("INPUTS", "inputs")):
+        extra = sorted(set(old.get(key) or {}) - set(tags))
+        if extra:
+            raise ConfigError(f"KD.{key} has entries {extra} for losses not in KD.LOSSES {tags}.")
+        for name, value in (old.get(key) or {}).items():
+            spec = specs[tags.index(name)]
+            spec[field] = {**plain(spec.get(field) or {}), **plain(value)}
+    return specs

@@ -16,26 +16,25 @@ entry's unique name, default its loss name: the logged term is ``loss_<tag>``, s
 two tags) and ``start_iter`` (detection only, int >= 0, default 0: the term counts from that iteration on).
 
 Both loaders (:func:`kd_det.config.detection.load_config`, :func:`kd_det.config.classification.load_cls_config`)
-run: file merged -> :func:`prepare_kd` (the old detection form converted, ``KD.LOSSES.<tag>.<field>``
-overrides applied) -> the other overrides merged -> :func:`finish_kd` (:func:`loss_specs`
+run: file merged -> :func:`prepare_kd` (``KD.LOSSES.<tag>.<field>`` overrides applied) -> the other overrides merged -> :func:`finish_kd` (:func:`loss_specs`
 validates and normalises the specs; the method label). Nothing here imports Detectron2.
 """
 import math
 import os
 import re
-import warnings
 from collections.abc import Mapping
 
 import yaml
 
 from ..errors import ConfigError
+from ..losses.combine import spec_tag
 from .yaml_chain import chain_value, yaml_chain
 
 __all__ = ["add_kd_config", "load_kd_config", "loss_specs", "method_label", "flow", "plain", "prepare_kd",
-           "finish_kd", "legacy_specs", "old_key_error", "OLD_CLASSIFICATION_KEYS"]
+           "finish_kd", "old_key_error", "OLD_CLASSIFICATION_KEYS", "OLD_DETECTION_KEYS"]
 
-#: The old detection form's parallel keys, still read (with a warning) and converted to ``KD.LOSSES`` specs.
-LEGACY_KEYS = ("LOSS_WEIGHTS", "LOSS_START_ITERS", "PARAMS", "INPUTS")
+#: The old detection form's parallel keys (removed in 0.2; tools/migrate_configs.py rewrites files that use them).
+OLD_DETECTION_KEYS = ("KD.LOSS_WEIGHTS", "KD.LOSS_START_ITERS", "KD.PARAMS", "KD.INPUTS")
 #: Method labels of the plain reference runs, which distil nothing.
 ROLE_METHODS = ("student", "teacher")
 #: Keys of the old classification config -> where they live now (tools/migrate_configs.py rewrites files).
@@ -81,10 +80,15 @@ def add_kd_config(cfg):
 
 
 def old_key_error(error, where):
-    """A ConfigError for a yacs merge ``error`` that names an old classification key (``ROW.METHOD``,
-    ``TEACHER``, ``SOLVER.AMP``, ...), saying where it lives now; None for any other error."""
+    """A ConfigError for a yacs merge ``error`` that names a key of an old config form, saying what replaced it:
+    a classification key (``ROW.METHOD``, ``TEACHER``, ``SOLVER.AMP``, ...) or a key of the old detection form of
+    ``KD.LOSSES`` (``KD.LOSS_WEIGHTS``, ``KD.PARAMS.<name>...``, removed in 0.2); None for any other error."""
     found = re.search(r"key: ([\w.]+)", str(error.args[0] if error.args else error))
     key = found.group(1) if found else ""
+    if any(key == old or key.startswith(old + ".") for old in OLD_DETECTION_KEYS):
+        return ConfigError(f"{where}: {key} belongs to the old detection form of KD.LOSSES, removed in kd_det 0.2; "
+                           f"write one spec per loss, e.g. KD.LOSSES: [{_EXAMPLE}] (python tools/migrate_configs.py "
+                           "rewrites old config files).")
     new = OLD_CLASSIFICATION_KEYS.get(key) or {"ROW": "KD.LABEL", "TEACHER": "KD.TEACHER"}.get(key)
     if not new:
         return None
@@ -105,10 +109,6 @@ def flow(value):
     """``value`` as one line of yaml flow style, e.g. ``{name: dkd, weight: 1.0, params: {beta: 0.5}}``."""
     text = yaml.safe_dump([plain(value)], default_flow_style=True, sort_keys=False, width=math.inf).strip()
     return text[1:-1]  # the value inside a one-item list, so that scalars dump without a document end
-
-
-def _tag(spec):
-    return str(spec.get("tag") or spec.get("name", "")).lower() if isinstance(spec, Mapping) else str(spec).lower()
 
 
 def loss_specs(specs, task="detection"):
@@ -134,7 +134,9 @@ def loss_specs(specs, task="detection"):
         try:
             spec = check_spec(spec, i, "KD.LOSSES")
         except ValueError as e:
-            raise ConfigError(str(e)) from None
+            hint = (" (loss names alone are the old detection form of KD.LOSSES, removed in kd_det 0.2; python "
+                    "tools/migrate_configs.py rewrites old config files)") if isinstance(spec, str) else ""
+            raise ConfigError(f"{str(e)[:-1]}{hint}.") from None
         name, tag, start = spec["name"], spec["tag"], spec["start_iter"]
         where = f"KD.LOSSES: {tag}:"
         if start and task == "classification":
@@ -160,85 +162,22 @@ def method_label(losses):
     from ..losses import loss_labels
 
     names = loss_labels()
-    return "+".join(dict.fromkeys(names.get(t, t.upper()) for t in map(_tag, losses)))
+    return "+".join(dict.fromkeys(names.get(t, t.upper()) for t in map(spec_tag, losses)))
 
 
-# -- the old detection form -------------------------------------------------------------------------------------
-
-def legacy_specs(kd):
-    """Specs of the old detection form held by ``kd`` (a ``KD`` node), or None if it holds none.
-
-    The old form is ``KD.LOSSES`` as names with the parallel ``KD.LOSS_WEIGHTS`` / ``KD.LOSS_START_ITERS``
-    (by position) and ``KD.PARAMS.<name>`` / ``KD.INPUTS.<name>``. ``kd`` is not changed.
-
-    Raises:
-        ConfigError: lists of the wrong length, or PARAMS / INPUTS for a loss not listed.
-    """
-    old = {key: kd.get(key) for key in LEGACY_KEYS if kd.get(key)}
-    names = list(kd.get("LOSSES") or [])
-    if not old and not any(isinstance(n, str) for n in names):
-        return None
-    specs = [{"name": n} if isinstance(n, str) else dict(n) for n in names]
-    tags = [_tag(s) for s in specs]
-    for key, field, what in (("LOSS_WEIGHTS", "weight", "weight"), ("LOSS_START_ITERS", "start_iter",
-                                                                      "start iteration")):
-        values = list(old.get(key) or [])
-        if values and len(values) != len(specs):
-            raise ConfigError(f"KD.{key} has {len(values)} entries but KD.LOSSES has {len(specs)} "
-                              f"({', '.join(tags)}); give one {what} per loss.")
-        for spec, value in zip(specs, values):
-            spec[field] = value
-    for key, field in (("PARAMS", "params"), ("INPUTS", "inputs")):
-        extra = sorted(set(old.get(key) or {}) - set(tags))
-        if extra:
-            raise ConfigError(f"KD.{key} has entries {extra} for losses not in KD.LOSSES {tags}.")
-        for name, value in (old.get(key) or {}).items():
-            spec = specs[tags.index(name)]
-            spec[field] = {**plain(spec.get(field) or {}), **plain(value)}
-    return specs
-
-
-def _clear_legacy(kd):
-    kd.LOSS_WEIGHTS, kd.LOSS_START_ITERS = [], []
-    for key in ("PARAMS", "INPUTS"):
-        kd[key] = type(kd)(new_allowed=True)
-
-
-def _warn(what, new):
-    warnings.warn(f"{what} the old detection form of KD.LOSSES; it is read as {new}: write that instead "
-                  "(python tools/migrate_configs.py rewrites config files).", FutureWarning, stacklevel=3)
-
-
-def _apply_override(cfg, key, value, task, old=None):
-    """One ``KD.LOSSES*`` (or old-form loss) override applied to ``cfg.KD.LOSSES``; False if ``key`` is none.
-
-    An old-form override appends (its key, the new-form overrides it amounts to) to ``old``.
-    """
-    old = [] if old is None else old
+def _apply_override(cfg, key, value):
+    """One ``KD.LOSSES`` / ``KD.LOSSES.<tag>.<field>`` override applied to ``cfg.KD.LOSSES``; False if ``key`` is
+    none of them."""
     kd, decode = cfg.KD, type(cfg)._decode_cfg_value
     parts = key.split(".")
-    if task == "detection" and parts[:2] in (["KD", "PARAMS"], ["KD", "INPUTS"]) and len(parts) > 2:
-        new = ".".join(["KD.LOSSES", parts[2], parts[1].lower(), *parts[3:]])
-        old.append((key, f"{new} {value}"))
-        return _apply_override(cfg, new, value, task)
-    if task == "detection" and key in ("KD.LOSS_WEIGHTS", "KD.LOSS_START_ITERS"):
-        values, field = decode(value), "weight" if key == "KD.LOSS_WEIGHTS" else "start_iter"
-        values = list(values) if isinstance(values, (list, tuple)) else [values]
-        kd.LOSSES = legacy_specs({"LOSSES": kd.LOSSES, key[3:]: values}) or list(kd.LOSSES)
-        old.append((key, " ".join(f"KD.LOSSES.{_tag(s)}.{field} {v}" for s, v in zip(kd.LOSSES, values))))
-        return True
     if key == "KD.LOSSES":
         specs = decode(value)
-        if isinstance(specs, (list, tuple)) and any(isinstance(s, str) for s in specs) and task == "detection":
-            current = {_tag(s): s for s in kd.LOSSES if isinstance(s, Mapping)}  # an entry keeps its settings
-            specs = [dict(current.get(str(s).lower(), {"name": s})) if isinstance(s, str) else s for s in specs]
-            old.append((key, f"KD.LOSSES \"{flow(specs)}\""))
         kd.LOSSES = list(specs) if isinstance(specs, (list, tuple)) else specs
         return True
     if parts[:2] != ["KD", "LOSSES"]:
         return False
     specs = [dict(s) if isinstance(s, Mapping) else s for s in kd.LOSSES]
-    tags = [_tag(s) for s in specs]
+    tags = [spec_tag(s) for s in specs]
     tag, field, sub = (parts[2:] + [None, None])[:2] + [parts[4:]]
     if tag not in tags:
         raise ConfigError(f"Override {key}: no KD.LOSSES entry has the tag {tag!r}; the tags are "
@@ -255,37 +194,21 @@ def _apply_override(cfg, key, value, task, old=None):
     return True
 
 
-def prepare_kd(cfg, opts, task, source=""):
-    """After the file merge, before the other overrides: the old detection form converted, loss overrides applied.
-
-    ``KD.LOSSES`` (whole list) and ``KD.LOSSES.<tag>.weight`` / ``.start_iter`` / ``.params.<param>`` /
-    ``.inputs.<arg>`` are applied to ``cfg.KD.LOSSES`` in their order; detection also takes the old form
-    (``KD.LOSSES`` names, ``KD.LOSS_WEIGHTS``, ``KD.LOSS_START_ITERS``, ``KD.PARAMS.<name>...``,
-    ``KD.INPUTS.<name>...``) with a warning naming the new one.
+def prepare_kd(cfg, opts):
+    """After the file merge, before the other overrides: ``KD.LOSSES`` (whole list) and ``KD.LOSSES.<tag>.weight`` /
+    ``.start_iter`` / ``.params.<param>`` / ``.inputs.<arg>`` applied to ``cfg.KD.LOSSES`` in their order.
 
     Args:
         cfg: the config, its file already merged.
         opts: the ``KEY VALUE`` list of the command line.
-        task: "detection" or "classification".
-        source: the config file (for the warning).
 
     Returns:
         the other overrides, for yacs' ``merge_from_list``.
     """
-    if task == "detection":
-        specs = legacy_specs(cfg.KD)
-        if specs is not None:
-            _clear_legacy(cfg.KD)
-            cfg.KD.LOSSES = specs
-            _warn(f"{source or 'The config'}: KD.LOSSES with KD.LOSS_WEIGHTS / LOSS_START_ITERS / PARAMS / INPUTS is",
-                  "KD.LOSSES: [" + ", ".join(flow(s) for s in specs) + "]")
-    rest, old = [], []
+    rest = []
     for key, value in zip(opts[::2], opts[1::2]):
-        if not _apply_override(cfg, key, value, task, old):
+        if not _apply_override(cfg, key, value):
             rest += [key, value]
-    if old:
-        _warn(f"Override{'s' * (len(old) > 1)} {', '.join(k for k, _ in old)} {'are' if len(old) > 1 else 'is'}",
-              " ".join(new for _, new in old))
     return rest
 
 
@@ -329,8 +252,7 @@ def load_kd_config(make_default, config_file, opts, task):
     """The one config loader of both tasks: ``make_default()`` merged with ``config_file`` and ``KEY VALUE`` ``opts``.
 
     Order: the modules of ``KD.CUSTOM_IMPORTS`` are imported before the defaults are built (so a user
-    module may register a loss or add keys), the file is merged, :func:`prepare_kd` converts the old
-    detection form and applies ``KD.LOSSES.<tag>.<field>`` overrides, the other overrides are merged,
+    module may register a loss or add keys), the file is merged, :func:`prepare_kd` applies ``KD.LOSSES.<tag>.<field>`` overrides, the other overrides are merged,
     :func:`finish_kd` validates the specs and sets the method label.
 
     Args:
@@ -345,7 +267,7 @@ def load_kd_config(make_default, config_file, opts, task):
     from ..core import import_custom_modules
 
     defaults = "kd_det's get_cfg()" if task == "detection" else "get_cls_cfg()"
-    hint = old_key_error if task == "classification" else (lambda error, where: None)
+    hint = old_key_error
     if config_file and not os.path.isfile(config_file):
         raise ConfigError(f"Config file {config_file} does not exist.")
     import_custom_modules(config_file, opts)
@@ -362,13 +284,14 @@ def load_kd_config(make_default, config_file, opts, task):
             raise hint(e, where) or ConfigError(f"{where}: {e}.") from None
     if len(opts) % 2:
         raise ConfigError(f"Overrides must be KEY VALUE pairs; {opts[-1]!r} has no value.")
-    rest = prepare_kd(cfg, list(opts), task, config_file)
+    rest = prepare_kd(cfg, list(opts))
     try:
         cfg.merge_from_list(rest)
     except KeyError as e:
         raise hint(e, "Override") or ConfigError(f"Override {e.args[0]} (not a key of {defaults}).") from None
     except (ValueError, AssertionError) as e:
         if str(e).startswith("Non-existent key: "):
-            raise ConfigError(f"Override {str(e)[18:]} (not a key of {defaults}).") from None
+            raise hint(KeyError(f"key: {str(e)[18:]}"), "Override") or ConfigError(
+                f"Override {str(e)[18:]} (not a key of {defaults}).") from None
         raise hint(e, "Override") or ConfigError(f"Override rejected: {e}.") from None
     return finish_kd(cfg, config_file, list(opts), task)

@@ -16,18 +16,22 @@ the registry-wide tests build and run it on.
 from __future__ import annotations
 
 from . import vocabulary
-from ._common import LossExample, LossModule, NonFiniteInputError, set_finite_check
-from .ckd import CKDLoss, ckd_loss
-from .combine import DistillLoss, check_inputs
-from .crd import CRDLoss
-from .dcd import DCDLoss, dcd_loss
-from .dkd import DKDLoss, dkd_loss, dkd_terms
-from .fgfi import FGFILoss, fgfi_mask, fgfi_masks
-from .fitnet import FitNetLoss
-from .kd import KDLoss, kd_loss
-from .msd import MSDLoss, msd_stage_loss, multi_scale_pool
-from .reviewkd import ReviewKDLoss, hcl_loss
-from .vocabulary import INPUTS, TEACHER_INPUTS
+from .base import LossExample, LossModule
+from .checks import NonFiniteInputError, set_finite_check
+from .registry import LOSS_REGISTRY, build_loss, loss_labels, register_loss
+
+# The shipped losses register themselves (``@register_loss``) in this order, the registry's order.
+from .kd import KDLoss, kd_loss  # noqa: E402
+from .dkd import DKDLoss, dkd_loss, dkd_terms  # noqa: E402
+from .ckd import CKDLoss, ckd_loss  # noqa: E402
+from .dcd import DCDLoss, dcd_loss  # noqa: E402
+from .fitnet import FitNetLoss  # noqa: E402
+from .fgfi import FGFILoss, fgfi_mask, fgfi_masks  # noqa: E402
+from .reviewkd import ReviewKDLoss, hcl_loss  # noqa: E402
+from .msd import MSDLoss, msd_stage_loss, multi_scale_pool  # noqa: E402
+from .crd import CRDLoss  # noqa: E402
+from .combine import DistillLoss, check_inputs  # noqa: E402
+from .vocabulary import INPUTS, TEACHER_INPUTS  # noqa: E402
 
 __all__ = [
     "LOSS_REGISTRY", "build_loss", "register_loss", "loss_labels", "DistillLoss", "check_inputs", "LossModule",
@@ -36,57 +40,3 @@ __all__ = [
     "fgfi_mask", "fgfi_masks",
     "KDLoss", "DKDLoss", "CKDLoss", "DCDLoss", "FitNetLoss", "FGFILoss", "ReviewKDLoss", "MSDLoss", "CRDLoss",
 ]
-
-#: The one place loss names are listed: name -> nn.Module class.
-LOSS_REGISTRY: dict[str, type[LossModule]] = {
-    "kd": KDLoss,
-    "dkd": DKDLoss,
-    "ckd": CKDLoss,
-    "dcd": DCDLoss,
-    "fitnet": FitNetLoss,
-    "fgfi": FGFILoss,
-    "reviewkd": ReviewKDLoss,
-    "msd": MSDLoss,
-    "crd": CRDLoss,
-}
-
-
-def loss_labels() -> dict[str, str]:
-    """Registry name -> the papers' spelling (each class's ``label()``), e.g. "fitnet" -> "FitNet", plus
-    "hcl" -> "ReviewKD" (ReviewKD's loss alone, as older configs name it); for method labels and tables."""
-    return {**{name: cls.label() for name, cls in LOSS_REGISTRY.items()}, "hcl": LOSS_REGISTRY["reviewkd"].label()}
-
-
-def build_loss(name: str, **params) -> LossModule:
-    """Instantiate a registered loss: ``build_loss("dkd", alpha=1.0, beta=0.25, temperature=1.0)``.
-
-    Raises:
-        ValueError: unknown name (one sentence listing the known ones).
-    """
-    key = str(name).lower()
-    if key not in LOSS_REGISTRY:
-        raise ValueError(f"Unknown loss {name!r}; known losses: {', '.join(sorted(LOSS_REGISTRY))}.")
-    return LOSS_REGISTRY[key](**params)
-
-
-def register_loss(name: str):
-    """Class decorator adding a :class:`LossModule` subclass to :data:`LOSS_REGISTRY` (for extensions).
-
-    The class needs ``NAME`` (= ``name``), ``INPUTS`` (vocabulary names, :mod:`.vocabulary`), a
-    ``forward`` taking them, and an ``example_inputs()`` classmethod (the registry-wide tests
-    in ``tests/losses`` run it on that).
-    """
-
-    def deco(cls):
-        key = name.lower()
-        if key in LOSS_REGISTRY and LOSS_REGISTRY[key] is not cls:
-            raise ValueError(f"Loss name {name!r} is already registered to {LOSS_REGISTRY[key].__name__}.")
-        if not (isinstance(cls, type) and issubclass(cls, LossModule)):
-            raise ValueError(f"register_loss({name!r}) expects a LossModule subclass, got {cls!r}.")
-        if cls.example_inputs.__func__ is LossModule.example_inputs.__func__:
-            raise ValueError(f"register_loss({name!r}): {cls.__name__} has no example_inputs(); every registered "
-                             "loss needs one (a classmethod returning a LossExample) for the registry-wide tests.")
-        LOSS_REGISTRY[key] = cls
-        return cls
-
-    return deco

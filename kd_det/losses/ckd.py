@@ -37,8 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import (LossExample, LossModule, cast, check_chunk, check_logit_pair, check_positive, check_same_object,
-                      compute_dtype, example_rng, fp32_math, graph_zero, masked_info_nce, row_logsumexp, select_objects)
+from .base import LossExample, LossModule, example_rng
+from .checks import check_chunk, check_logit_pair, check_positive
+from .contrastive import check_same_object, masked_info_nce, row_logsumexp, select_objects
+from .precision import cast, compute_dtype, fp32_math, graph_zero
+from .registry import register_loss
 
 __all__ = ["ckd_loss", "CKDLoss"]
 
@@ -79,6 +82,7 @@ def ckd_loss(logits_s: Tensor, logits_t: Tensor, temperature: float = 1.0, chunk
     return (lse - positive).mean()
 
 
+@register_loss
 class CKDLoss(LossModule):
     """CKD as a module (see :func:`ckd_loss`).
 

@@ -10,12 +10,15 @@ A spec is a dict::
      "start_iter": 0}               # int >= 0, default 0: the term counts from this iteration on
 
 Constructor params are ``shape_params(shapes)`` (with the ``inputs`` remap applied to
-``shapes``) overridden by the explicit ``params``. ``forward(iteration=None, **tensors)`` returns
-``{"loss_<tag>": weight * value}`` and nothing else (so a Detectron2 trainer that sums every
-``loss_*`` entry counts each term once); extra tensors are ignored. Before its ``start_iter``
-(``iteration < start_iter``) a term is still computed but multiplied by 0, so its learnable parts
-get (zero) gradients every step and DDP sees every parameter used; a term with ``start_iter > 0``
-needs ``iteration`` (the current 0-based training iteration).
+``shapes``) overridden by the explicit ``params``. ``forward(step=None, **tensors)`` returns
+``{"loss_<tag>": factor * weight * value}`` and nothing else (so a Detectron2 trainer that sums every
+``loss_*`` entry counts each term once); extra tensors are ignored.
+
+The term schedule lives here, for both tasks, in one unit of training progress, ``step`` (detection: the 0-based
+iteration; classification: the 0-based epoch): before its ``start_iter`` (``step < start_iter``) a term is still
+computed but multiplied by 0, so its learnable parts get (zero) gradients every step and DDP sees every parameter
+used; with ``warmup`` W > 0 every term is ramped in linearly, x ``min(1, (step + 1) / W)`` (DKD's and ReviewKD's
+warm-up of the distillation weight). A term with ``start_iter > 0``, or any term with a warm-up, needs ``step``.
 """
 from __future__ import annotations
 
@@ -24,11 +27,24 @@ from typing import Mapping
 
 from torch import Tensor, nn
 
-__all__ = ["DistillLoss", "check_inputs", "check_spec", "SPEC_KEYS"]
+from .checks import NonFiniteInputError
+from .registry import LOSS_REGISTRY, build_loss
+
+__all__ = ["DistillLoss", "check_inputs", "check_spec", "spec_tag", "SPEC_KEYS"]
 
 #: Keys of one loss spec, in the order configs write them.
 SPEC_KEYS = ("name", "weight", "params", "inputs", "tag", "start_iter")
 _EXAMPLE = "{name: dkd, weight: 1.0, params: {beta: 0.5}}"
+
+
+def spec_tag(spec) -> str:
+    """The one tag rule: a spec's ``tag`` exactly as written, else its loss name lower-cased.
+
+    The tag names the logged term (``loss_<tag>``) and the command-line override (``KD.LOSSES.<tag>.weight``).
+    """
+    if not isinstance(spec, Mapping):
+        return str(spec).lower()
+    return str(spec.get("tag") or "") or str(spec.get("name", "")).lower()
 
 
 def check_spec(spec, index: int, where: str = "DistillLoss") -> dict:
@@ -46,13 +62,11 @@ def check_spec(spec, index: int, where: str = "DistillLoss") -> dict:
     Raises:
         ValueError: one sentence, ``"<where>: <tag>: ..."``, naming the key and value at fault.
     """
-    from . import LOSS_REGISTRY, build_loss
 
     if not isinstance(spec, Mapping) or "name" not in spec:
         raise ValueError(f"{where} entry {index} is {spec!r}; each entry must be a mapping with 'name' (and "
                          f"optional {', '.join(SPEC_KEYS[1:])}), e.g. {_EXAMPLE}.")
-    name = str(spec["name"]).lower()
-    tag = str(spec.get("tag") or name)
+    name, tag = str(spec["name"]).lower(), spec_tag(spec)
     at = f"{where}: {tag}:"
     unknown = sorted(set(spec) - set(SPEC_KEYS))
     if unknown:
@@ -91,11 +105,14 @@ class DistillLoss(nn.Module):
         specs: list of spec dicts (see the module docstring).
         shapes: input name -> int (vector dim) or list of ints (channels per level), plus
             "num_samples" and "num_classes"; used to derive constructor params.
+        warmup: W >= 0 steps over which every term ramps in linearly (0 = none; see the module docstring).
     """
 
-    def __init__(self, specs, shapes: Mapping | None = None):
+    def __init__(self, specs, shapes: Mapping | None = None, warmup: int = 0):
         super().__init__()
-        from . import LOSS_REGISTRY
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"DistillLoss: 'warmup' must be an int >= 0 (steps of linear ramp-in), got {warmup!r}.")
+        self.warmup = warmup
 
         if isinstance(specs, Mapping) or not isinstance(specs, (list, tuple)):
             raise ValueError("DistillLoss: 'specs' must be a list of dicts with at least a 'name' key.")
@@ -157,18 +174,25 @@ class DistillLoss(nn.Module):
         (each loss's ``used_inputs()``); a task computes these and nothing else."""
         return {self.input_maps[k][arg] for k, loss in self.losses.items() for arg in loss.used_inputs()}
 
-    def forward(self, iteration: int | None = None, **tensors) -> dict[str, Tensor]:
-        """Provided tensors by key -> {"loss_<tag>": weight * value} (x 0 before the term's ``start_iter``).
+    def forward(self, step: int | None = None, **tensors) -> dict[str, Tensor]:
+        """Provided tensors by key -> {"loss_<tag>": weight * value} (x 0 before the term's ``start_iter``, x the
+        warm-up ramp during ``warmup``).
 
         Args:
-            iteration: the current 0-based training iteration; needed only when a term has ``start_iter > 0``.
+            step: the training progress (detection: 0-based iteration; classification: 0-based epoch); needed
+                when a term has ``start_iter > 0`` or the loss has a ``warmup``.
+
+        Raises:
+            NonFiniteInputError: a loss got NaN / Inf input; its ``loss`` names the term's tag.
         """
+        ramp = 1.0 if not self.warmup or step is None else min(1.0, (step + 1) / self.warmup)
         out = {}
         for key, loss in self.losses.items():
             start = self.start_iters[key]
-            if start > 0 and iteration is None:
-                raise ValueError(f"DistillLoss: loss {key!r} has start_iter {start}, so forward() needs the "
-                                 "current training iteration (iteration=...).")
+            if (start > 0 or self.warmup) and step is None:
+                why = f"has start_iter {start}" if start > 0 else f"warms up over {self.warmup} steps"
+                raise ValueError(f"DistillLoss: loss {key!r} {why}, so forward() needs the current training "
+                                 "progress (step=...).")
             mapping, needed = self.input_maps[key], set(loss.required_inputs())
             kwargs = {}
             for arg, provided in mapping.items():
@@ -178,13 +202,18 @@ class DistillLoss(nn.Module):
                 elif arg in needed:
                     via = "" if provided == arg else f" (provided as {provided!r})"
                     raise ValueError(f"DistillLoss: loss {key!r} needs input {arg!r}{via}, which was not given.")
-            factor = self.weights[key] if start == 0 or iteration >= start else 0.0
-            out[f"loss_{key}"] = loss(**kwargs) * factor
+            factor = self.weights[key] if start == 0 or step >= start else 0.0
+            try:
+                value = loss(**kwargs) * factor
+            except NonFiniteInputError as e:
+                raise NonFiniteInputError(key, e.key) from None
+            out[f"loss_{key}"] = value if ramp == 1.0 else value * ramp
         return out
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}: weight={w}" + (f", start_iter={self.start_iters[k]}" if self.start_iters[k] else "")
-                         for k, w in self.weights.items())
+        terms = ", ".join(f"{k}: weight={w}" + (f", start_iter={self.start_iters[k]}" if self.start_iters[k] else "")
+                          for k, w in self.weights.items())
+        return terms + (f"; warmup={self.warmup}" if self.warmup and terms else "")
 
 
 def _needed_inputs(losses) -> list[tuple[str, dict[str, str]]]:
@@ -192,7 +221,6 @@ def _needed_inputs(losses) -> list[tuple[str, dict[str, str]]]:
     if isinstance(losses, DistillLoss):
         return [(key, {losses.input_maps[key][arg]: arg for arg in loss.required_inputs()})
                 for key, loss in losses.losses.items()]
-    from . import LOSS_REGISTRY
 
     out = []
     for spec in losses:
@@ -200,7 +228,7 @@ def _needed_inputs(losses) -> list[tuple[str, dict[str, str]]]:
         if cls is None:
             continue  # not a spec of a known loss: DistillLoss names the fault when it is built
         remap = spec.get("inputs") if isinstance(spec.get("inputs"), Mapping) else {}
-        out.append((str(spec.get("tag") or spec["name"]).lower(),
+        out.append((spec_tag(spec),
                     {remap.get(arg, arg): arg for arg in cls.INPUTS if arg not in cls.OPTIONAL_INPUTS}))
     return out
 

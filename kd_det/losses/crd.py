@@ -34,15 +34,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import _common
-from ._common import (LossExample, LossModule, cast, check_positive, check_same_rows, example_rng, fp32_math, graph_zero,
-                      module_dtype)
+from . import checks
+from .base import LossExample, LossModule, example_rng
+from .checks import check_positive, check_same_rows
+from .precision import cast, fp32_math, graph_zero, module_dtype
+from .registry import register_loss
 
 __all__ = ["CRDLoss"]
 
 _EPS = 1e-7
 
 
+@register_loss
 class CRDLoss(LossModule):
     """CRD with memory bank and NCE.
 
@@ -128,7 +131,7 @@ class CRDLoss(LossModule):
                                            or contrast_index.shape != (n, self.nce_k + 1)):
             raise ValueError(f"{self.NAME}: input 'contrast_index' must be an int64 tensor of shape "
                              f"({n}, {self.nce_k + 1}).")
-        if _common._FINITE_CHECK and n and (int(index.min()) < 0 or int(index.max()) >= self.num_samples):
+        if checks._FINITE_CHECK and n and (int(index.min()) < 0 or int(index.max()) >= self.num_samples):
             raise ValueError(f"{self.NAME}: 'index' holds values outside [0, {self.num_samples - 1}].")
 
     @fp32_math

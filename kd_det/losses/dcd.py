@@ -42,8 +42,9 @@ Temperature clamp. The public code clamps the *scale*: ``exp(tau).clamp(0, tau_m
 
 Paper defaults: alpha = 0.5, tau_init = 1.0, b_init = 0, tau_max = 10, projection dim 128;
 the DCD weight beta = 1 and the KD weight lambda = 1 go in the loss combination
-(``DistillLoss``). Detection: apply to the R-CNN class logits of the sampled RoIs, e.g.
-``inputs: {emb_s: logits_s, emb_t: logits_t}``.
+(``DistillLoss``). Detection: the shipped rows apply it to the box-head features of the sampled RoIs
+(``emb_s`` / ``emb_t``, the input of the box predictor, with RoIs of one object excluded from each other's
+denominators, docs/losses.md); ``inputs: {emb_s: logits_s, emb_t: logits_t}`` applies it to the class logits.
 """
 from __future__ import annotations
 
@@ -52,9 +53,11 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._common import (LossExample, LossModule, cast, check_chunk, check_nonnegative, check_positive, check_same_object,
-                      check_same_rows, compute_dtype, example_rng, fp32_math, graph_zero, masked_info_nce, module_dtype,
-                      select_objects)
+from .base import LossExample, LossModule, example_rng
+from .checks import check_chunk, check_nonnegative, check_positive, check_same_rows
+from .contrastive import check_same_object, masked_info_nce, select_objects
+from .precision import cast, compute_dtype, fp32_math, graph_zero, module_dtype
+from .registry import register_loss
 
 __all__ = ["dcd_loss", "DCDLoss"]
 
@@ -181,6 +184,7 @@ def dcd_loss(emb_s: Tensor, emb_t: Tensor, logit_scale=math.e, alpha: float = 0.
     return contrast + alpha * consist
 
 
+@register_loss
 class DCDLoss(LossModule):
     """DCD with its learnable parts: projection heads, temperature ``tau`` and bias ``b``.
 

@@ -26,9 +26,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import (LossExample, LossModule, cast, check_logit_pair, check_nonnegative, check_positive, compute_dtype,
-                      example_rng, fp32_math, graph_zero)
-from . import _common
+from .base import LossExample, LossModule, example_rng
+from .checks import check_logit_pair, check_nonnegative, check_positive
+from .precision import cast, compute_dtype, fp32_math, graph_zero
+from . import checks
+from .registry import register_loss
 
 __all__ = ["dkd_loss", "dkd_terms", "DKDLoss"]
 
@@ -41,7 +43,7 @@ def _check_target(loss: str, target: Tensor, n: int, c: int) -> None:
                          f"expected ({n},).")
     if c < 2:
         raise ValueError(f"{loss}: the logits have {c} column(s); DKD needs at least 2 classes.")
-    if _common._FINITE_CHECK and n and (int(target.min()) < 0 or int(target.max()) >= c):
+    if checks._FINITE_CHECK and n and (int(target.min()) < 0 or int(target.max()) >= c):
         raise ValueError(f"{loss}: 'target' holds class indices outside [0, {c - 1}] "
                          f"(got {int(target.min())}..{int(target.max())}).")
 
@@ -83,6 +85,11 @@ def dkd_terms(logits_s: Tensor, logits_t: Tensor, target: Tensor, temperature: f
     check_positive("dkd", "temperature", temperature)
     check_logit_pair("dkd", logits_s, logits_t)
     _check_target("dkd", target, logits_s.shape[0], logits_s.shape[1])
+    return _terms(logits_s, logits_t, target, temperature)
+
+
+def _terms(logits_s: Tensor, logits_t: Tensor, target: Tensor, temperature: float):
+    """:func:`dkd_terms` on inputs already checked (each public entry checks its inputs once)."""
     dtype = compute_dtype(logits_s, logits_t)
     log_b_s, log_hat_s = _log_parts(cast(logits_s, dtype), target, temperature)
     log_b_t, log_hat_t = _log_parts(cast(logits_t, dtype), target, temperature)
@@ -112,10 +119,11 @@ def dkd_loss(logits_s: Tensor, logits_t: Tensor, target: Tensor, alpha: float = 
     _check_target("dkd", target, logits_s.shape[0], logits_s.shape[1])
     if logits_s.shape[0] == 0:
         return graph_zero(logits_s, logits_t)
-    tckd, nckd, _ = dkd_terms(logits_s, logits_t, target, temperature)
+    tckd, nckd, _ = _terms(logits_s, logits_t, target, temperature)
     return (alpha * tckd + beta * nckd).mean() * temperature ** 2
 
 
+@register_loss
 class DKDLoss(LossModule):
     """Decoupled KD as a module (see :func:`dkd_loss`).
 
@@ -124,8 +132,8 @@ class DKDLoss(LossModule):
         beta: NCKD weight (paper CIFAR-100: 8.0; ImageNet: 0.5; detection: 0.25).
         temperature: T (paper CIFAR/ImageNet: 4.0 / 1.0; detection: 1.0).
 
-    The paper's linear warm-up of the loss weight (20 epochs on CIFAR) belongs to the
-    trainer (loss warm-up hook), not to this module.
+    The paper's linear warm-up of the loss weight (20 epochs on CIFAR) is the term schedule of
+    :class:`kd_det.losses.DistillLoss` (``warmup``; ``KD.WARMUP_EPOCHS``), not part of this module.
     """
 
     NAME = "dkd"

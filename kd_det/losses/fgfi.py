@@ -42,8 +42,10 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ._common import (FeaturePairLoss, LossExample, cast, check_nonnegative, check_positive, fp32_math, graph_zero,
-                      module_dtype)
+from .base import FeaturePairLoss, LossExample
+from .checks import check_nonnegative, check_positive
+from .precision import cast, fp32_math, graph_zero, module_dtype
+from .registry import register_loss
 
 __all__ = ["box_iou", "fgfi_mask", "fgfi_masks", "FGFILoss"]
 
@@ -108,6 +110,7 @@ def fgfi_mask(anchors: Tensor, gt_boxes: Tensor, feat_size, psi: float = 0.5) ->
     return fgfi_masks([anchors], [gt_boxes], [feat_size], psi)[0][0]
 
 
+@register_loss
 class FGFILoss(FeaturePairLoss):
     """Masked feature imitation with one adaptation conv per level.
 

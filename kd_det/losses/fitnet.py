@@ -17,11 +17,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import FeaturePairLoss, LossExample, cast, fp32_math, graph_zero, module_dtype
+from .base import FeaturePairLoss, LossExample
+from .precision import cast, fp32_math, graph_zero, module_dtype
+from .registry import register_loss
 
 __all__ = ["FitNetLoss"]
 
 
+@register_loss
 class FitNetLoss(FeaturePairLoss):
     """Hint loss: sum over levels of MSE(adapter(student), teacher).
 

@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import (LossExample, LossModule, cast, check_logit_pair, check_positive, compute_dtype, example_rng, fp32_math,
-                      graph_zero)
+from .base import LossExample, LossModule, example_rng
+from .checks import check_logit_pair, check_positive
+from .precision import cast, compute_dtype, fp32_math, graph_zero
+from .registry import register_loss
 
 __all__ = ["kd_loss", "KDLoss"]
 
@@ -44,6 +46,7 @@ def kd_loss(logits_s: Tensor, logits_t: Tensor, temperature: float = 4.0) -> Ten
     return kl.mean() * temperature ** 2
 
 
+@register_loss
 class KDLoss(LossModule):
     """Hinton KD as a module (see :func:`kd_loss`).
 

@@ -1,5 +1,5 @@
 """Multi-scale decoupled contrastive distillation (Wang, Chen & Wang, "Contrastive Representation
-Distillation via Multi-Scale Feature Decoupling"; ``msd_paper.txt``). No public code exists.
+Distillation via Multi-Scale Feature Decoupling"). No public code exists.
 
 For every stage, student maps go through an attention-based projector (ABP) to the teacher's
 channel count; both sides are pooled into ``M`` local vectors per image (several pooling
@@ -63,8 +63,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import (FeaturePairLoss, LossExample, cast, check_positive, compute_dtype, fp32_math, graph_zero,
-                      module_dtype)
+from .base import FeaturePairLoss, LossExample
+from .checks import check_positive
+from .precision import cast, compute_dtype, fp32_math, graph_zero, module_dtype
+from .registry import register_loss
 
 __all__ = ["ABP", "multi_scale_pool", "msd_stage_loss", "MSDLoss"]
 
@@ -123,6 +125,7 @@ def msd_stage_loss(vec_s: Tensor, vec_t: Tensor, labels: Tensor | None = None, t
     return (torch.logsumexp(logits, dim=1) - logits.diagonal()).mean()
 
 
+@register_loss
 class MSDLoss(FeaturePairLoss):
     """Multi-scale decoupled contrastive distillation over several stages.
 

@@ -47,8 +47,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import (FeaturePairLoss, LossExample, cast, check_channels, compute_dtype, fp32_math, graph_zero,
-                      module_dtype, split_feature_pair)
+from .base import FeaturePairLoss, LossExample
+from .features import check_channels, split_feature_pair
+from .precision import cast, compute_dtype, fp32_math, graph_zero, module_dtype
+from .registry import register_loss
 
 __all__ = ["ABF", "hcl_loss", "ReviewKDLoss"]
 
@@ -144,6 +146,7 @@ class ABF(nn.Module):
         return self.conv2(x), x
 
 
+@register_loss
 class ReviewKDLoss(FeaturePairLoss):
     """ABF modules (learnable) followed by HCL.
 

@@ -98,7 +98,7 @@ def test_mobilenet_v2_keeps_torchvision_layout(tmp_path):
 
 def test_mobilenet_v2_loads_into_the_mv2_fpn_detector(tmp_path):
     """The converted file initialises kd_det's MobileNetV2-FPN student: every bottom-up key, same stages."""
-    from kd_det.detection.engine.setup import load_config
+    from kd_det.config.detection import load_config
     from kd_det.detection.modeling.mobilenetv2 import STAGES as MV2_STAGES
 
     torch.manual_seed(0)
@@ -156,7 +156,7 @@ OLD_BGR = ["INPUT.FORMAT", "BGR", "MODEL.PIXEL_MEAN", "[103.53, 116.28, 123.675]
 def test_torchvision_student_configs_use_the_converter_normalisation(name):
     """The students initialised from converted torchvision weights read RGB with torchvision's mean / std."""
     from kd_det.classification.convert import TORCHVISION_INPUT
-    from kd_det.detection.engine.setup import load_config
+    from kd_det.config.detection import load_config
 
     cfg = load_config(os.path.join(REPO, "configs", "COCO-Detection", name))
     assert cfg.INPUT.FORMAT == TORCHVISION_INPUT["INPUT.FORMAT"]
@@ -176,7 +176,7 @@ def _torchvision_file(tmp_path, arch):
 
 
 def _coco_model(name, weights, extra=()):
-    from kd_det.detection.engine.setup import load_config
+    from kd_det.config.detection import load_config
 
     cfg = load_config(os.path.join(REPO, "configs", "COCO-Detection", name),
                       ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", weights, *extra])

@@ -11,7 +11,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from kd_det.detection.engine.setup import load_config
+from kd_det.config.detection import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs/COCO-Detection/distill/*/*.yaml"))

@@ -5,7 +5,7 @@ import pytest
 
 import kd_det  # noqa: F401
 from kd_det.config.detection import get_cfg
-from kd_det.detection.engine.setup import load_config
+from kd_det.config.detection import load_config
 from kd_det.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

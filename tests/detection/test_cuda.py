@@ -51,7 +51,7 @@ def test_float32_losses_under_float16_autocast(teacher_files):
     from detectron2.structures import Boxes, Instances
     from detectron2.utils.events import EventStorage
 
-    from kd_det.detection.engine.setup import load_config
+    from kd_det.config.detection import load_config
 
     cfg_file, weights = teacher_files
     cfg = load_config(CFG, ["MODEL.DEVICE", "cuda", "MODEL.META_ARCHITECTURE", "DistillRCNN",

@@ -10,7 +10,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from kd_det.detection.engine.setup import load_config
+from kd_det.config.detection import load_config
 from kd_det.errors import ConfigError, UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -239,8 +239,8 @@ def test_bad_loss_inputs(teacher_files):
     _error(teacher_files, r"Unknown loss 'nope'; known losses: ckd, crd, dcd", losses=["nope"])
     _error(teacher_files, r"KD\.FEATURE_LEVELS names \['p7'\]", losses=["reviewkd"],
            extra=["KD.FEATURE_LEVELS", "['p5', 'p7']"])
-    _error(teacher_files, r"KD\.LOSS_WEIGHTS has 1 entries but KD\.LOSSES has 2", losses=["kd", "dkd"],
-           extra=["KD.LOSS_WEIGHTS", "[1.0]"])  # the old form, still read
+    _error(teacher_files, r"KD\.LOSS_WEIGHTS belongs to the old detection form of KD\.LOSSES, removed in kd_det 0\.2",
+           losses=["kd", "dkd"], extra=["KD.LOSS_WEIGHTS", "[1.0]"])  # the old form: refused, with the migration tool
 
 
 def test_mask_on_is_refused(teacher_files):
@@ -369,10 +369,66 @@ def test_loss_start_iters_delay_a_term_until_its_iteration(teacher_files):
 
 
 def test_bad_loss_start_iters(teacher_files):
-    _error(teacher_files, r"^KD\.LOSS_START_ITERS has 1 entries but KD\.LOSSES has 2 \(kd, dkd\); give one start "
-                          r"iteration per loss\.$", losses=["kd", "dkd"],
-           extra=["KD.LOSS_START_ITERS", "[5]"])  # the old form, still read
+    _error(teacher_files, r"KD\.LOSS_START_ITERS belongs to the old detection form of KD\.LOSSES", losses=["kd", "dkd"],
+           extra=["KD.LOSS_START_ITERS", "[5]"])  # the old form: refused
     _error(teacher_files, r"^KD\.LOSSES: kd: spec key 'start_iter' must be an int >= 0 \(the first training iteration "
                           r"the term counts\), got -1\.$", extra=["KD.LOSSES.kd.start_iter", "-1"])
     _error(teacher_files, r"^KD\.LOSSES: kd: spec key 'start_iter' must be an int >= 0 \(the first training iteration "
                           r"the term counts\), got 2\.5\.$", extra=["KD.LOSSES.kd.start_iter", "2.5"])
+
+
+# -- the contract: a wrapper says what it wraps; nothing trains undistilled ----------------------------------------
+
+PLAIN_REFUSAL = (r"^KD\.LOSSES configures kd but MODEL\.META_ARCHITECTURE 'GeneralizedRCNN' is not a distillation "
+                 r"meta-architecture, so nothing would be distilled; set it to one of DistillRCNN \(student "
+                 r"GeneralizedRCNN\), or remove KD\.LOSSES for a plain run\.$")
+
+
+def test_losses_on_a_plain_meta_architecture_are_refused(teacher_files):
+    """The wrong row that looks right: KD.LOSSES on a plain detector would train undistilled and be reported by its
+    losses ("KD"). Refused at setup (train_net.py, sweep.py) and by the Trainer itself."""
+    from kd_det.detection.engine import Trainer
+    from kd_det.detection.modeling import check_distill_arch
+
+    cfg = distill_cfg(teacher_files, ["kd"], extra=["MODEL.META_ARCHITECTURE", "GeneralizedRCNN"])
+    assert cfg.KD.LABEL.METHOD == "KD"
+    with pytest.raises(ConfigError, match=PLAIN_REFUSAL):
+        check_distill_arch(cfg)
+    with pytest.raises(ConfigError, match=PLAIN_REFUSAL):
+        Trainer(cfg)
+    check_distill_arch(distill_cfg(teacher_files, ["kd"]))  # the wrapper: fine
+    plain = load_config(os.path.join(REPO, "configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml"))
+    check_distill_arch(plain)  # no losses: a plain run
+
+
+def test_student_config_swaps_to_the_wrappers_student_arch(teacher_files):
+    from kd_det.detection.modeling import DISTILL_ARCHS, DistillRCNN, student_config
+
+    assert DISTILL_ARCHS["DistillRCNN"] is DistillRCNN and DistillRCNN.STUDENT_ARCH == "GeneralizedRCNN"
+    cfg = distill_cfg(teacher_files, ["kd"])
+    cfg.freeze()
+    student = student_config(cfg)
+    assert student.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" and student.is_frozen()
+    assert cfg.MODEL.META_ARCHITECTURE == "DistillRCNN"
+
+
+def _cascade_teacher(teacher_files, tmp_path):
+    cfg_file, _ = teacher_files
+    path = tmp_path / "cascade_teacher.yaml"
+    path.write_text(f'_BASE_: "{cfg_file}"\nMODEL:\n  ROI_HEADS: {{NAME: CascadeROIHeads}}\n'
+                    '  ROI_BOX_HEAD: {CLS_AGNOSTIC_BBOX_REG: True}\n')
+    return ["KD.TEACHER.CONFIG_FILE", str(path), "KD.TEACHER.MIN_MATCHED_FRACTION", "0.0"]
+
+
+def test_cascade_and_c4_heads_are_refused_where_a_loss_reads_them(teacher_files, tmp_path):
+    """Cascade R-CNN holds one box head per stage, C4 none: one sentence (no AttributeError), on either side; a
+    Cascade teacher still serves feature losses, which read only its backbone."""
+    _error(teacher_files, r"^The student \(MODEL\.ROI_HEADS\.NAME CascadeROIHeads\) has ROI heads CascadeROIHeads; "
+                          r"DistillRCNN reads a StandardROIHeads-style head with one box head",
+           extra=["MODEL.ROI_HEADS.NAME", "CascadeROIHeads", "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", "True"])
+    _error(teacher_files, r"^The teacher has ROI heads CascadeROIHeads; DistillRCNN reads a StandardROIHeads-style",
+           extra=_cascade_teacher(teacher_files, tmp_path))
+    model = build_model(distill_cfg(teacher_files, ["fitnet"], extra=_cascade_teacher(teacher_files, tmp_path)))
+    assert model.teacher_parts == ("backbone",)
+    with EventStorage(0):
+        assert model.train()(batch())["loss_fitnet"].item() > 0

@@ -121,7 +121,7 @@ def test_eval_only_of_a_distillation_config_needs_no_teacher(teacher_files, tiny
     from detectron2.modeling import build_model
 
     from kd_det.detection.engine.checkpoint import KDCheckpointer
-    from kd_det.detection.engine.setup import load_config
+    from kd_det.config.detection import load_config
 
     cfg_file, weights = teacher_files
     opts = ["MODEL.META_ARCHITECTURE", "DistillRCNN", "KD.TEACHER.CONFIG_FILE", cfg_file,

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from loss_cases import ALL_LOSSES, float_inputs, make_case
-from kd_det.losses import (LOSS_REGISTRY, DistillLoss, LossExample, LossModule, build_loss, ckd_loss, kd_loss,
+from kd_det.losses import (LOSS_REGISTRY, DistillLoss, LossExample, LossModule, NonFiniteInputError, build_loss, ckd_loss, kd_loss,
                            register_loss, vocabulary)
 
 SHIPPED = ["kd", "dkd", "ckd", "dcd", "fitnet", "fgfi", "reviewkd", "msd", "crd"]
@@ -252,7 +252,7 @@ def test_distill_loss_start_iter_zero_before_weighted_after():
     assert loss.start_iters == {"fitnet": 3, "kd": 0}
     ref = 0.5 * loss.losses["fitnet"](fs, ft).item()
     for it in (0, 2):
-        out = loss(iteration=it, feats_s=fs, feats_t=ft, logits_s=s, logits_t=t)
+        out = loss(step=it, feats_s=fs, feats_t=ft, logits_s=s, logits_t=t)
         assert out["loss_fitnet"].item() == 0.0
         assert out["loss_kd"].item() == pytest.approx(2.0 * kd_loss(s, t, 4.0).item(), rel=1e-6)  # no delay
         out["loss_fitnet"].backward()
@@ -260,12 +260,50 @@ def test_distill_loss_start_iter_zero_before_weighted_after():
         assert grad is not None and grad.abs().sum() == 0  # DDP sees the parameter used
         loss.zero_grad()
     for it in (3, 100):
-        out = loss(iteration=it, feats_s=fs, feats_t=ft, logits_s=s, logits_t=t)
+        out = loss(step=it, feats_s=fs, feats_t=ft, logits_s=s, logits_t=t)
         assert out["loss_fitnet"].item() == pytest.approx(ref, rel=1e-6) and ref > 0
     with pytest.raises(ValueError, match=r"^DistillLoss: loss 'fitnet' has start_iter 3, so forward\(\) needs the "
-                                         r"current training iteration \(iteration=\.\.\.\)\.$"):
+                                         r"current training progress \(step=\.\.\.\)\.$"):
         loss(feats_s=fs, feats_t=ft, logits_s=s, logits_t=t)
-    assert DistillLoss([{"name": "kd", "start_iter": 0}])(logits_s=s, logits_t=t)["loss_kd"].item() > 0  # no iteration needed
+    assert DistillLoss([{"name": "kd", "start_iter": 0}])(logits_s=s, logits_t=t)["loss_kd"].item() > 0  # no step needed
+
+
+def test_distill_loss_warmup_ramps_every_term_in():
+    """One schedule for both tasks: with warmup W every term is x min(1, (step + 1) / W) (classification's
+    KD.WARMUP_EPOCHS, step = epoch), on top of start_iter."""
+    s, t = _logits()
+    plain = DistillLoss([{"name": "kd", "weight": 2.0}])(logits_s=s, logits_t=t)["loss_kd"].item()
+    loss = DistillLoss([{"name": "kd", "weight": 2.0}, {"name": "kd", "tag": "late", "start_iter": 2}], warmup=4)
+    for step, ramp in ((0, 0.25), (1, 0.5), (3, 1.0), (10, 1.0)):
+        out = loss(step=step, logits_s=s, logits_t=t)
+        assert out["loss_kd"].item() == pytest.approx(plain * ramp, rel=1e-6)
+        assert out["loss_late"].item() == (0.0 if step < 2 else pytest.approx(plain / 2 * ramp, rel=1e-6))
+    with pytest.raises(ValueError, match=r"^DistillLoss: loss 'kd' warms up over 4 steps, so forward\(\) needs the "
+                                         r"current training progress \(step=\.\.\.\)\.$"):
+        loss(logits_s=s, logits_t=t)
+    with pytest.raises(ValueError, match=r"^DistillLoss: 'warmup' must be an int >= 0"):
+        DistillLoss([{"name": "kd"}], warmup=-1)
+
+
+def test_a_tag_keeps_its_case_in_the_term_and_the_override():
+    """One tag rule (losses.combine.spec_tag): tag DCD2 logs loss_DCD2 and KD.LOSSES.DCD2.weight overrides it."""
+    from kd_det.config.schema import _apply_override, loss_specs
+    from kd_det.config.classification import get_cls_cfg
+
+    s, t = _logits()
+    assert set(DistillLoss([{"name": "kd", "tag": "KD2"}])(logits_s=s, logits_t=t)) == {"loss_KD2"}
+    cfg = get_cls_cfg()
+    cfg.KD.LOSSES = [{"name": "kd", "tag": "KD2"}]
+    assert _apply_override(cfg, "KD.LOSSES.KD2.weight", "2.0")
+    assert loss_specs(cfg.KD.LOSSES, "classification")[0]["weight"] == 2.0
+    assert loss_specs(cfg.KD.LOSSES, "classification")[0]["tag"] == "KD2"
+
+
+def test_a_non_finite_input_is_named_by_the_term_tag():
+    s, t = _logits()
+    with pytest.raises(NonFiniteInputError) as e:
+        DistillLoss([{"name": "kd", "tag": "kd_t4"}])(logits_s=s, logits_t=t * float("nan"))
+    assert (e.value.loss, e.value.key) == ("kd_t4", "logits_t")
 
 
 @pytest.mark.parametrize("value", [-1, 2.5, True, "10", None])

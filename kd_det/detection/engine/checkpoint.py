@@ -5,7 +5,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from ...core import atomic_save, atomic_write_text
 from ...errors import ConfigError
-from ..modeling.distill_rcnn import DISTILL_PREFIX
+from ..modeling.wrapper import DISTILL_PREFIX
 from ..modeling.weights import check_required_settings, model_settings  # noqa: F401  (re-exported)
 from ...safe_load import read_detectron2_weights
 

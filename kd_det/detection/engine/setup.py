@@ -5,9 +5,10 @@ from detectron2.utils.logger import setup_logger
 
 from ...config.detection import load_config
 from ..data import setup_datasets
+from ..modeling import check_distill_arch
 from ...errors import ConfigError
 
-__all__ = ["load_config", "setup"]  # load_config lives in kd_det.config.detection (re-exported)
+__all__ = ["setup"]
 
 
 def setup(args):
@@ -16,6 +17,7 @@ def setup(args):
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but no CUDA GPU is visible; "
                           "add `MODEL.DEVICE cpu` to run on the CPU.")
+    check_distill_arch(cfg)  # KD.LOSSES on a plain meta-architecture would train undistilled: refused
     setup_datasets(cfg)
     cfg.freeze()
     default_setup(cfg, args)

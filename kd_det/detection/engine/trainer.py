@@ -13,8 +13,8 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter, get_event_storage
 from torch.utils.data import DataLoader
 
-from .. import modeling  # noqa: F401  (registers DistillRCNN and the extra backbones)
-from ...core import ResumableSampler, atomic_write_text, resolve_teacher_mode
+from ..modeling import check_distill_arch  # (importing it registers DistillRCNN and the extra backbones)
+from ...core import ResumableSampler, atomic_write_text, resolve_teacher_mode, write_run_info
 from ..data import check_num_classes
 from ...errors import NonFiniteLossError, UserError
 from ...evaluation.evaluator import COCOBoxEvaluator
@@ -84,6 +84,7 @@ class Trainer(DefaultTrainer):
         TrainerBase.__init__(self)
         _log_user_errors_without_traceback()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        check_distill_arch(cfg)  # never train undistilled a config whose KD.LOSSES name losses
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
@@ -143,8 +144,6 @@ class Trainer(DefaultTrainer):
         """
         if not comm.is_main_process():
             return None
-        from ...evaluation.runs import write_run_info
-
         cfg, world = self.cfg, comm.get_world_size()
         per_proc = cfg.SOLVER.IMS_PER_BATCH // world
         return write_run_info(cfg.OUTPUT_DIR, {
@@ -219,9 +218,10 @@ def evaluate_teacher(cfg):
     so reports carry a teacher row measured by the same code as the students. The teacher runs as it
     does during distillation: in ``KD.TEACHER.PRECISION`` and ``KD.TEACHER.CHANNELS_LAST``.
     """
-    from ..modeling.teacher import build_teacher
+    from ..modeling import DISTILL_ARCHS, build_teacher
 
-    teacher, tcfg, identity = build_teacher(cfg)
+    wrapper = DISTILL_ARCHS.get(cfg.MODEL.META_ARCHITECTURE)  # the teacher its wrapper reads, checked alike
+    teacher, tcfg, identity = build_teacher(cfg, check=wrapper and wrapper.check_teacher_config)
     mode = resolve_teacher_mode(teacher.device, cfg.KD.TEACHER.PRECISION, cfg.KD.TEACHER.CHANNELS_LAST)
     tcfg = tcfg.clone()
     tcfg.defrost()

@@ -2,7 +2,9 @@
 
 The model *is* the student (a :class:`GeneralizedRCNN` subclass), so ``MODEL.WEIGHTS``
 initialises the student exactly as for a plain detector, inference returns the student's
-predictions, and ``tools/export_student.py`` only has to drop ``distill.*`` keys.
+predictions, and ``tools/export_student.py`` only has to drop ``distill.*`` keys. What it shares with
+every detection wrapper (teacher, feature levels, DistillLoss, the contract) is
+:class:`~kd_det.detection.modeling.wrapper.DistillDetector`.
 
 Per training step (no work done twice):
 
@@ -10,7 +12,7 @@ Per training step (no work done twice):
 2. student box head once on the sampled RoIs -> class logits (R, K+1), background last;
 3. teacher (under ``torch.no_grad``, in eval mode, not a submodule) backbone once, and its box
    head on the *same* sampled RoIs over its own FPN features -> teacher logits (R, K+1); only the
-   parts whose outputs a configured loss consumes run (:data:`TEACHER_PARTS`, decided at build);
+   parts whose outputs a configured loss consumes run (:attr:`DistillRCNN.TEACHER_PARTS`, decided at build);
 4. the tensors the configured losses need are handed to :class:`kd_det.losses.DistillLoss`
    (:attr:`DistillRCNN.PROVIDED_INPUTS`; a loss needing anything else is refused at build):
 
@@ -27,63 +29,17 @@ Per training step (no work done twice):
 
 No method names appear here: adding a loss is a registry entry plus a config.
 """
-import logging
-from collections import OrderedDict
-
 import torch
 from detectron2.config import configurable
-from detectron2.layers import get_norm
-from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.modeling import GeneralizedRCNN
 from detectron2.modeling.roi_heads import StandardROIHeads
 from detectron2.utils.events import get_event_storage
+from torch import nn
 
-from ...core import FrozenTeacherMixin, TeacherMode, isolated_rng, resolve_teacher_mode
 from ...errors import ConfigError
-from ...config.schema import legacy_specs
-from ...config.schema import loss_specs as kd_loss_specs
-from ...losses import DistillLoss, check_inputs
-from .teacher import build_teacher
+from .wrapper import DISTILL_PREFIX, DistillDetector, register_distill_arch, student_config
 
-__all__ = ["DistillRCNN", "DISTILL_PREFIX", "TEACHER_PARTS", "loss_specs", "student_config"]
-
-#: State-dict prefix of the learnable distillation parts (``DistillRCNN.distill``); the rest is the student.
-DISTILL_PREFIX = "distill."
-
-logger = logging.getLogger(__name__)
-
-
-def loss_specs(cfg):
-    """``cfg.KD.LOSSES`` -> validated DistillLoss specs (:func:`kd_det.config.schema.loss_specs`; a config still in
-    the old detection form, e.g. edited after loading, is converted first)."""
-    legacy = legacy_specs(cfg.KD)
-    return kd_loss_specs(cfg.KD.LOSSES if legacy is None else legacy, "detection")
-
-
-def student_config(cfg):
-    """``cfg`` for its student alone: a DistillRCNN config becomes a copy with MODEL.META_ARCHITECTURE
-    "GeneralizedRCNN" (no teacher built or loaded; KD.* stay, unused), with ``cfg``'s frozen state;
-    any other config is returned as it is. Scoring or exporting a student needs nothing more."""
-    if cfg.MODEL.META_ARCHITECTURE != "DistillRCNN":
-        return cfg
-    out = cfg.clone()
-    out.defrost()
-    out.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
-    if cfg.is_frozen():
-        out.freeze()
-    return out
-
-
-def _convert_batchnorm(module, norm):
-    """Replace every ``nn.BatchNorm2d`` under ``module`` by Detectron2's ``get_norm(norm, C)`` (KD.NORM)."""
-    for name, child in module.named_children():
-        if type(child) is torch.nn.BatchNorm2d:
-            try:
-                setattr(module, name, get_norm(norm, child.num_features))
-            except KeyError:
-                raise ConfigError(f"KD.NORM {norm!r} is not a Detectron2 norm; use \"\", \"BN\", \"naiveSyncBN\" "
-                                  "or \"SyncBN\".") from None
-        else:
-            _convert_batchnorm(child, norm)
+__all__ = ["DistillRCNN", "DISTILL_PREFIX", "student_config"]
 
 
 def _object_ids(proposals, gt, num_classes):
@@ -105,22 +61,19 @@ def _object_ids(proposals, gt, num_classes):
     return torch.cat(ids)
 
 
-def _check_box_head(roi_heads, name):
-    """``roi_heads`` if it is a StandardROIHeads-style head with a box head, else one sentence naming ``name``."""
-    if not isinstance(roi_heads, StandardROIHeads) or getattr(roi_heads, "box_head", None) is None:
-        raise ConfigError(f"MODEL.ROI_HEADS.NAME {name!r}: DistillRCNN needs a StandardROIHeads-style head with a "
-                          "box head (Faster R-CNN).")
+def _check_box_head(roi_heads, where):
+    """``roi_heads`` if it is a StandardROIHeads-style head with one box head, else one sentence naming ``where``
+    (Cascade R-CNN's heads hold one box head per stage; C4's ``Res5ROIHeads`` has none)."""
+    box_head = getattr(roi_heads, "box_head", None)
+    if not isinstance(roi_heads, StandardROIHeads) or box_head is None or isinstance(box_head, nn.ModuleList):
+        raise ConfigError(f"{where} has ROI heads {type(roi_heads).__name__}; DistillRCNN reads a StandardROIHeads-"
+                          "style head with one box head (Faster R-CNN FPN); Cascade R-CNN and C4 heads are not "
+                          "supported.")
     return roi_heads
 
 
-#: Teacher part -> the loss inputs whose computation runs it (``emb_t`` is the box head's output, the input of
-#: the box predictor; ``logits_t`` the predictor's class scores on it). A part no configured loss needs never runs.
-TEACHER_PARTS = {"backbone": ("feats_t", "emb_t", "logits_t"), "box_head": ("emb_t", "logits_t"),
-                 "box_predictor": ("logits_t",)}
-
-
-@META_ARCH_REGISTRY.register()
-class DistillRCNN(FrozenTeacherMixin, GeneralizedRCNN):
+@register_distill_arch
+class DistillRCNN(DistillDetector, GeneralizedRCNN):
     """Student GeneralizedRCNN + frozen teacher + the learnable distillation parts (``self.distill``).
 
     Built from a config (``DistillRCNN(cfg)``, what ``build_model`` does) or from explicit arguments
@@ -141,29 +94,21 @@ class DistillRCNN(FrozenTeacherMixin, GeneralizedRCNN):
             roi_heads, pixel_mean, pixel_std, input_format, vis_period).
     """
 
+    STUDENT_ARCH = "GeneralizedRCNN"
+    TEACHER_ARCHS = ("GeneralizedRCNN",)
     #: The loss inputs a detection training step provides (names of kd_det.losses.vocabulary.INPUTS).
     PROVIDED_INPUTS = ("logits_s", "logits_t", "target", "emb_s", "emb_t", "feats_s", "feats_t", "anchors",
                        "gt_boxes", "object_id")
+    #: Teacher part -> the loss inputs whose computation runs it (``emb_t`` is the box head's output, the input of
+    #: the box predictor; ``logits_t`` the predictor's class scores on it). A part no configured loss needs never runs.
+    TEACHER_PARTS = {"backbone": ("feats_t", "emb_t", "logits_t"), "box_head": ("emb_t", "logits_t"),
+                     "box_predictor": ("logits_t",)}
 
     @configurable
     def __init__(self, *, teacher, distill, feature_levels, teacher_identity=None, teacher_mode=None, **kwargs):
         super().__init__(**kwargs)
-        _check_box_head(self.roi_heads, type(self.roi_heads).__name__)
-        self.teacher_mode = teacher_mode or TeacherMode(self.device.type)
-        # frozen, not a submodule: not in state_dict, DDP or the optimizer
-        self.teacher = self.teacher_mode.prepare(teacher.to(self.device))
-        self.teacher_identity = teacher_identity
-        self._flip_for_teacher = teacher.input_format != self.input_format
-        self.feature_levels = list(feature_levels)
-        self.distill = distill
-        check_inputs(distill, self.PROVIDED_INPUTS, "detection")
-        self._needs = distill.used_inputs() & set(self.PROVIDED_INPUTS)
-        #: the teacher parts run per step (a subset of TEACHER_PARTS, in order; empty = the teacher never runs)
-        self.teacher_parts = tuple(p for p, inputs in TEACHER_PARTS.items() if self._needs & set(inputs))
-        parts = {k: sum(p.numel() for p in m.parameters()) for k, m in distill.losses.items()}
-        logger.info(f"Distillation losses: {distill.extra_repr() or 'none'}; inputs {sorted(self._needs)}; teacher "
-                    f"runs {', '.join(self.teacher_parts) or 'nothing'}; learnable parameters: "
-                    + (", ".join(f"{k} {n:,}" for k, n in parts.items()) or "none"))
+        _check_box_head(self.roi_heads, "The student")
+        self.setup_distillation(teacher, distill, feature_levels, teacher_identity, teacher_mode)
 
     @classmethod
     def from_config(cls, cfg):
@@ -171,38 +116,25 @@ class DistillRCNN(FrozenTeacherMixin, GeneralizedRCNN):
             raise ConfigError("MODEL.MASK_ON True: DistillRCNN distils Faster R-CNN box heads only; mask heads are "
                               "not supported yet (set MODEL.MASK_ON False).")
         student = GeneralizedRCNN.from_config(cfg)  # first: the student draws the global RNG as a plain detector does
-        rh = _check_box_head(student["roi_heads"], cfg.MODEL.ROI_HEADS.NAME)
-        teacher, _, identity = build_teacher(cfg)
-        levels = list(cfg.KD.FEATURE_LEVELS)
-        shapes = {"logits_s": rh.num_classes + 1, "logits_t": teacher.roi_heads.num_classes + 1,
-                  "emb_s": rh.box_head.output_shape.channels,
-                  "emb_t": teacher.roi_heads.box_head.output_shape.channels,
+        rh = _check_box_head(student["roi_heads"], f"The student (MODEL.ROI_HEADS.NAME {cfg.MODEL.ROI_HEADS.NAME})")
+        shapes = {"logits_s": rh.num_classes + 1, "emb_s": rh.box_head.output_shape.channels,
                   "num_classes": rh.num_classes + 1}
-        for side, backbone, config_file in (("s", student["backbone"], "the student config"),
-                                            ("t", teacher.backbone, cfg.KD.TEACHER.CONFIG_FILE)):
-            out = backbone.output_shape()
-            missing = [lv for lv in levels if lv not in out]
-            if missing:
-                raise ConfigError(f"KD.FEATURE_LEVELS names {missing}, which the backbone of {config_file} lacks "
-                                  f"(it has {', '.join(out)}).")
-            shapes[f"feats_{side}"] = [out[lv].channels for lv in levels]
-        specs = loss_specs(cfg)
-        check_inputs(specs, cls.PROVIDED_INPUTS, "detection")  # before a parameter error of a loss that cannot run
-        try:
-            with isolated_rng():  # drawn after the student: must not shift the loader's / sampler's seeds
-                distill = DistillLoss(specs, shapes)
-        except ValueError as e:
-            if isinstance(e, ConfigError):
-                raise
-            raise ConfigError(f"KD.LOSSES: {e}") from None
-        if cfg.KD.NORM:
-            _convert_batchnorm(distill, cfg.KD.NORM)
-        mode = resolve_teacher_mode(cfg.MODEL.DEVICE, cfg.KD.TEACHER.PRECISION, cfg.KD.TEACHER.CHANNELS_LAST)
-        return {**student, "teacher": teacher, "distill": distill, "feature_levels": levels,
-                "teacher_identity": identity, "teacher_mode": mode}
+        return {**student, **cls.build_distillation(cfg, student["backbone"], shapes)}
+
+    @classmethod
+    def teacher_shapes(cls, teacher):
+        rh = teacher.roi_heads
+        box_head = getattr(rh, "box_head", None)
+        if box_head is None or isinstance(box_head, nn.ModuleList):
+            return {}  # no single box head: refused by check_teacher if a loss reads it
+        return {"logits_t": rh.num_classes + 1, "emb_t": box_head.output_shape.channels}
+
+    def check_teacher(self, teacher):
+        if "box_head" in self.teacher_parts:
+            _check_box_head(teacher.roi_heads, "The teacher")
 
     def forward(self, batched_inputs):
-        """Training: the student's detection losses + one ``loss_<name>`` per distillation loss.
+        """Training: the student's detection losses + one ``loss_<tag>`` per distillation term.
         Inference: the student's predictions (``GeneralizedRCNN.inference``)."""
         if not self.training:
             return self.inference(batched_inputs)
@@ -218,17 +150,16 @@ class DistillRCNN(FrozenTeacherMixin, GeneralizedRCNN):
         losses.update(rh.box_predictor.losses(predictions, proposals))
 
         tensors = {"logits_s": predictions[0], "emb_s": emb_s, "target": torch.cat([p.gt_classes for p in proposals]),
-                   "feats_s": OrderedDict((lv, features[lv]) for lv in self.feature_levels),
-                   **self._teacher_forward(batched_inputs, boxes)}
-        if "gt_boxes" in self._needs:
+                   "feats_s": self.levels(features), **self._teacher_forward(batched_inputs, boxes)}
+        if "gt_boxes" in self.needs:
             tensors["gt_boxes"] = [g.gt_boxes.tensor for g in gt]
-        if "object_id" in self._needs:
+        if "object_id" in self.needs:
             tensors["object_id"] = _object_ids(proposals, gt, rh.num_classes)
-        if "anchors" in self._needs:
+        if "anchors" in self.needs:
             pg = self.proposal_generator
             anchors = pg.anchor_generator([features[f] for f in pg.in_features])
             tensors["anchors"] = {lv: a.tensor for lv, a in zip(pg.in_features, anchors)}
-        losses.update(self.distill(iteration=get_event_storage().iter, **tensors))  # iteration: KD.LOSS_START_ITERS
+        losses.update(self.distill(step=get_event_storage().iter, **tensors))  # step: the terms' start_iter
         return losses
 
     def _teacher_forward(self, batched_inputs, boxes):
@@ -243,11 +174,9 @@ class DistillRCNN(FrozenTeacherMixin, GeneralizedRCNN):
 
     def _teacher_parts_forward(self, batched_inputs, boxes):
         t, out = self.teacher, {}
-        if self._flip_for_teacher:  # RGB <-> BGR when the two configs read images differently
-            batched_inputs = [dict(x, image=x["image"].flip(0)) for x in batched_inputs]
-        feats = t.backbone(t.preprocess_image(batched_inputs).tensor)
-        if "feats_t" in self._needs:
-            out["feats_t"] = OrderedDict((lv, feats[lv]) for lv in self.feature_levels)
+        feats = t.backbone(t.preprocess_image(self.teacher_inputs(batched_inputs)).tensor)
+        if "feats_t" in self.needs:
+            out["feats_t"] = self.levels(feats)
         if "box_head" in self.teacher_parts:
             trh = t.roi_heads
             out["emb_t"] = trh.box_head(trh.box_pooler([feats[f] for f in trh.box_in_features], boxes))

@@ -5,7 +5,7 @@ from ...core import atomic_save, atomic_write_text
 from ...config.detection import load_config
 from ...errors import ConfigError
 from ...safe_load import load_torch
-from .distill_rcnn import DISTILL_PREFIX, student_config
+from .wrapper import DISTILL_PREFIX, student_config
 
 __all__ = ["export_student"]
 

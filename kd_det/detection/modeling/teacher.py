@@ -35,16 +35,15 @@ def resolve_path(path):
     return in_repo if os.path.exists(in_repo) else path
 
 
-def _teacher_cfg(cfg):
+def _teacher_cfg(cfg, check=None):
     path = resolve_path(cfg.KD.TEACHER.CONFIG_FILE)
     if not path:
         raise ConfigError("KD.TEACHER.CONFIG_FILE is empty; DistillRCNN needs the teacher's Detectron2 config file.")
     if not os.path.isfile(path):
         raise ConfigError(f"KD.TEACHER.CONFIG_FILE {path} does not exist.")
     tcfg = load_config(path)
-    if tcfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
-        raise ConfigError(f"KD.TEACHER.CONFIG_FILE {path} has MODEL.META_ARCHITECTURE "
-                          f"{tcfg.MODEL.META_ARCHITECTURE!r}; the teacher must be a plain GeneralizedRCNN.")
+    if check is not None:
+        check(tcfg, path)
     k_s, k_t = cfg.MODEL.ROI_HEADS.NUM_CLASSES, tcfg.MODEL.ROI_HEADS.NUM_CLASSES
     if k_s != k_t:
         raise ConfigError(f"Teacher config {path} has MODEL.ROI_HEADS.NUM_CLASSES {k_t} but the student has {k_s}; "
@@ -79,14 +78,17 @@ def _load_checked(model, path, min_fraction, config_file=""):
     return fraction
 
 
-def build_teacher(cfg):
+def build_teacher(cfg, check=None):
     """The frozen teacher of ``cfg`` (KD.TEACHER.*) and a record of what was loaded.
 
+    ``check(teacher_cfg, path)``, if given, refuses a teacher config the caller cannot read (a distillation
+    wrapper's :meth:`~kd_det.detection.modeling.wrapper.DistillDetector.check_teacher_config`).
+
     Returns:
-        (GeneralizedRCNN in eval mode with requires_grad off, its CfgNode,
+        (the teacher model in eval mode with requires_grad off, its CfgNode,
         {"config_file", "weights", "sha256", "matched_fraction"}).
     """
-    tcfg = _teacher_cfg(cfg)
+    tcfg = _teacher_cfg(cfg, check)
     with isolated_rng():  # its random init is overwritten by its weights: draw nothing from the global RNGs
         teacher = build_model(tcfg)
     fraction = _load_checked(teacher, tcfg.MODEL.WEIGHTS, cfg.KD.TEACHER.MIN_MATCHED_FRACTION,
