@@ -1,4 +1,6 @@
 """Turn a command line into a ready config: file + overrides, checks, logging, output dir."""
+import os
+
 import torch
 from detectron2.engine import default_setup
 from detectron2.utils.logger import setup_logger
@@ -6,6 +8,7 @@ from detectron2.utils.logger import setup_logger
 from ...config.detection import load_config
 from ..data import setup_datasets
 from ...errors import ConfigError
+from ...weights_catalog import require_weights
 
 __all__ = ["load_config", "setup"]  # load_config lives in kd_det.config.detection (re-exported)
 
@@ -16,6 +19,9 @@ def setup(args):
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but no CUDA GPU is visible; "
                           "add `MODEL.DEVICE cpu` to run on the CPU.")
+    if not (getattr(args, "eval_teacher", False)  # MODEL.WEIGHTS is read unless a teacher run or a resume skips it
+            or (args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")))):
+        require_weights("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS)  # missing: the sentence names the fetch command
     setup_datasets(cfg)
     cfg.freeze()
     default_setup(cfg, args)
