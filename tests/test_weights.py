@@ -178,6 +178,18 @@ def test_missing_weights_sentences(tmp_path, monkeypatch):
         setup(args)
 
 
+def test_train_cls_missing_teacher_exit_2(tmp_path, monkeypatch, capsys):
+    import train_cls
+
+    monkeypatch.chdir(tmp_path)  # no output/ here
+    with pytest.raises(SystemExit) as e:
+        train_cls.main(["--config", os.path.join(REPO_ROOT, "configs/classification/digits/kd.yaml")])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: KD.TEACHER.WEIGHTS output/classification/digits/teacher/model_final.pth does not exist; train it "
+        "with `python tools/train_cls.py --config configs/classification/digits/teacher.yaml`.\n")
+
+
 def test_train_net_missing_weights_exit_2(tmp_path):
     cfg = os.path.join(REPO_ROOT, "configs/COCO-Detection/distill/R101-R18/student.yaml")
     p = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools/train_net.py"), "--config-file", cfg,
