@@ -22,6 +22,7 @@ from kd_det.classification import dist
 from kd_det.config.classification import load_cls_config
 from kd_det.classification.engine import evaluate_config, train
 from kd_det.errors import UserError
+from kd_det.weights_catalog import require_weights
 
 
 def parse_args(argv=None):
@@ -47,6 +48,9 @@ def main(argv=None) -> dict:
     try:
         cfg = load_cls_config(args.config, args.opts)
         cfg.freeze()
+        require_weights("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS)  # at start: missing -> the fetch / train command
+        if cfg.KD.TEACHER.ARCH and not args.eval_only:
+            require_weights("KD.TEACHER.WEIGHTS", cfg.KD.TEACHER.WEIGHTS)
         result = evaluate_config(cfg) if args.eval_only else train(cfg, resume=args.resume)
         main_process = dist.is_main()
     except UserError as e:

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..safe_load import load_torch
+from ..weights_catalog import missing_weights_error
 
 __all__ = ["extract_state_dict", "load_weights", "LAST", "FINAL", "BEST"]
 
@@ -41,7 +42,7 @@ def load_weights(model: nn.Module, path: str, what: str = "MODEL.WEIGHTS") -> No
         UserError: naming ``path`` when it is missing or its keys/shapes do not fit.
     """
     if not os.path.isfile(path):
-        raise UserError(f"{what} file {path} does not exist (weights are never downloaded).")
+        raise missing_weights_error(what, path)  # names the fetch or train command where kd_det knows it
     sd = extract_state_dict(load_torch(path, f"{what} file"), path)
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))

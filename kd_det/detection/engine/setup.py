@@ -1,4 +1,6 @@
 """Turn a command line into a ready config: file + overrides, checks, logging, output dir."""
+import os
+
 import torch
 from detectron2.engine import default_setup
 from detectron2.utils.logger import setup_logger
@@ -7,6 +9,7 @@ from ...config.detection import load_config
 from ..data import setup_datasets
 from ..modeling import check_distill_arch
 from ...errors import ConfigError
+from ...weights_catalog import require_weights
 
 __all__ = ["setup"]
 
@@ -18,6 +21,9 @@ def setup(args):
         raise ConfigError(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but no CUDA GPU is visible; "
                           "add `MODEL.DEVICE cpu` to run on the CPU.")
     check_distill_arch(cfg)  # KD.LOSSES on a plain meta-architecture would train undistilled: refused
+    if not (getattr(args, "eval_teacher", False)  # MODEL.WEIGHTS is read unless a teacher run or a resume skips it
+            or (args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")))):
+        require_weights("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS)  # missing: the sentence names the fetch command
     setup_datasets(cfg)
     cfg.freeze()
     default_setup(cfg, args)

@@ -10,6 +10,7 @@ from ... import REPO_ROOT
 from ...config.detection import load_config
 from ...core import freeze_, isolated_rng
 from ...errors import ConfigError
+from ...weights_catalog import missing_weights_error
 from ...safe_load import read_detectron2_weights
 from .weights import check_required_settings
 
@@ -61,7 +62,7 @@ def _load_checked(model, path, min_fraction, config_file=""):
     if not path:
         raise ConfigError("KD.TEACHER.WEIGHTS is empty; a teacher needs trained weights.")
     if not os.path.isfile(path):
-        raise ConfigError(f"KD.TEACHER.WEIGHTS {path} does not exist.")
+        raise missing_weights_error("KD.TEACHER.WEIGHTS", path, config_file)  # the fetch or train command
     data = read_detectron2_weights(path, "KD.TEACHER.WEIGHTS")
     check_required_settings(model, data, path, "KD.TEACHER.WEIGHTS",
                             f"KD.TEACHER.CONFIG_FILE {config_file}" if config_file else "the teacher config")
