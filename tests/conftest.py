@@ -18,11 +18,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def pytest_addoption(parser):
     parser.addoption("--fast", action="store_true",
-                     help="the inner-loop tier: leave out tests marked slow; a test that starts a subprocess fails")
+                     help="the inner-loop tier: leave out tests marked slow; fail a test that starts a subprocess")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: starts a fresh interpreter or trains; left out by --fast (make test-fast)")
+    config.addinivalue_line("markers", "slow: a fresh interpreter or a training run; --fast leaves it out")
 
 
 def pytest_collection_modifyitems(config, items):
