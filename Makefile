@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet -c requirements/constraints.txt
 STAMP  := $(VENV)/.kd_det-installed
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo test test-fast clean-demo
 
 # One-time set-up. If the system Python already imports Detectron2 (a full source build on a
 # GPU cluster) the venv sees it (--system-site-packages) and its torch is used untouched.
@@ -33,6 +33,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	@$(PY) -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# The inner loop (about a minute on 2 cores): losses, core, config, the loss registry and the recipe
+# table in one interpreter. --fast (tests/conftest.py) leaves out tests marked `slow` (a fresh
+# interpreter, a training run) and fails a test here that starts a subprocess; `make test` runs all.
+FAST_TESTS := tests/losses tests/test_core.py tests/test_kd_config.py tests/test_yaml_chain.py tests/test_recipes.py \
+              tests/detection/test_config.py tests/classification/test_cls_configs.py
+test-fast: $(STAMP)
+	@$(PY) -m pytest -q --fast $(FAST_TESTS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 clean-demo:
 	rm -rf output/demo report/demo

@@ -1,11 +1,66 @@
-"""Shared fixtures. Tests run on CPU; anything needing CUDA is skipped without it."""
+"""Shared fixtures. Tests run on CPU; anything needing CUDA is skipped without it.
+
+Two tiers: ``make test`` runs everything; ``make test-fast`` runs the inner-loop folders with
+``--fast``, which leaves out tests marked ``slow`` (a fresh interpreter, a training run) and fails a
+test there that starts a subprocess anyway. Every test runs on one intra-op torch thread (OpenMP
+hand-offs cost tens of ms per op when the 2 cores are shared), restored afterwards.
+"""
+import contextlib
 import os
 import subprocess
 import sys
 
 import pytest
+import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fast", action="store_true",
+                     help="the inner-loop tier: leave out tests marked slow; fail a test that starts a subprocess")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a fresh interpreter or a training run; --fast leaves it out")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--fast"):
+        slow = [item for item in items if item.get_closest_marker("slow")]
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+@pytest.fixture(autouse=True)
+def _no_subprocess_when_fast(request, monkeypatch):
+    if request.config.getoption("--fast"):
+        def refuse(self, *args, **kwargs):
+            raise AssertionError(f"{request.node.nodeid} starts a subprocess: mark it @pytest.mark.slow")
+        monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+
+
+@contextlib.contextmanager
+def _threads(n):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def torch_threads():
+    """``with torch_threads(n):`` runs a block on n intra-op threads and restores the previous count
+    (for session fixtures, which run before the per-test setting below)."""
+    return _threads
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with _threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

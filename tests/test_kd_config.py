@@ -254,6 +254,7 @@ def _comments(text):
     return [line.split("#", 1)[1].strip() for line in text.splitlines() if "#" in line]
 
 
+@pytest.mark.slow  # tools/migrate_configs.py in a fresh interpreter
 def test_migrate_configs_rewrites_keeps_comments_and_is_idempotent(tmp_path):
     det, cls = tmp_path / "det.yaml", tmp_path / "cls.yaml"
     det.write_text(OLD.format(base=STUDENT))
@@ -280,6 +281,7 @@ def test_migrate_configs_rewrites_keeps_comments_and_is_idempotent(tmp_path):
     assert not [w for w in seen if "old detection form" in str(w.message)]
 
 
+@pytest.mark.slow  # tools/migrate_configs.py in a fresh interpreter
 def test_every_config_is_in_the_new_form():
     r = _migrate("--check")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -18,6 +18,7 @@ import os
 import re
 import time
 
+from .batch_split import batch_split_flags
 from .plots import plot_curves, plot_methods
 from .runs import CLS_METRICS, COMPLETE, DET_METRICS, MISSING, loss_curves, read_run
 from .stats import BETTER, CONFIDENCE, NOISE, ONE, UNPAIRED, WORSE, paired_gain, pair_by_seed, summarize
@@ -442,8 +443,9 @@ def build_report(run_dirs, out_dir, names=None, paper_csv=None, title="AP / top-
         dict with "markdown" (the report text), "summary" (its tables without plots, for a
         console), "rows" (one per run, missing runs included), "arms" (one per arm of each group:
         seeds pooled, see :func:`group_arms`), "runs", "files" (paths written: report.md,
-        report.csv, summary.csv, then the plots) and "problems" (one line per missing or
-        incomplete run).
+        report.csv, summary.csv, then the plots), "batch_split_flags" (see
+        :func:`~kd_det.evaluation.batch_split.batch_split_flags`) and "problems" (one line per
+        missing or incomplete run).
     """
     names = names or {}
     runs = [read_run(d, n) for d, n in zip(run_dirs, _unique_names(run_dirs, names))]
@@ -470,6 +472,9 @@ def build_report(run_dirs, out_dir, names=None, paper_csv=None, title="AP / top-
     if bad:
         md += ["## Missing or incomplete runs", "", "| Run | Directory | Status | Why |", "|---|---|---|---|"]
         md += [f"| {r['run']} | {r['dir']} | {r['status']} | {r['note'] or '-'} |" for r in bad] + [""]
+    split_flags = batch_split_flags(runs)
+    if split_flags:
+        md += ["## Batch split unlike the reference", ""] + [f"- {line}" for line in split_flags] + [""]
     summary = re.sub(r"\n{3,}", "\n\n", "\n".join(line for line in md if not line.startswith("!["))).rstrip() + "\n"
     curves_md, curve_files = _curves_section(runs, out_dir) if plots else ([], [])
     text = "\n".join(md + curves_md).rstrip() + "\n"
@@ -482,4 +487,5 @@ def build_report(run_dirs, out_dir, names=None, paper_csv=None, title="AP / top-
     return {"markdown": text, "summary": summary, "rows": rows, "runs": runs,
             "arms": [dict(a, group=key) for key, arms in all_arms for a in arms],
             "files": [md_path, csv_path, summary_path] + files + curve_files,
+            "batch_split_flags": split_flags,
             "problems": [f"{r['run']}: {r['status']} ({r['note'] or 'no reason recorded'})" for r in bad]}

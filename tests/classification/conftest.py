@@ -1,16 +1,13 @@
 """Fixtures of the classification tests: tiny CIFAR-format data written by the tests, the
-command-line tools loaded as modules, and one CPU thread (the machine is shared)."""
+command-line tools loaded as modules (tests/conftest.py runs each test on one torch thread)."""
 import importlib.util
 import os
 
 import pytest
-import torch
 
 from kd_det.classification.data import write_cifar_pickles
 
 from cls_helpers import CONFIGS, NUM_CLASSES, REPO, SMOKE_TEACHER, synthetic_split, tiny_overrides
-
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -41,9 +38,10 @@ def convert_tool():
 
 
 @pytest.fixture(scope="session")
-def smoke_teacher(tmp_path_factory, tiny_cifar, train_cls) -> str:
-    """A 1-epoch teacher trained by the real teacher row config; returns its checkpoint."""
+def smoke_teacher(tmp_path_factory, tiny_cifar, train_cls, torch_threads) -> str:
+    """A 1-epoch teacher trained by the real teacher row config (one thread); returns its checkpoint."""
     out = str(tmp_path_factory.mktemp("teacher"))
-    train_cls.main(["--config", os.path.join(CONFIGS, "cifar100", "resnet32x4-resnet8x4", "teacher.yaml"),
-                    *tiny_overrides(tiny_cifar, out), "MODEL.ARCH", SMOKE_TEACHER])
+    with torch_threads(1):
+        train_cls.main(["--config", os.path.join(CONFIGS, "cifar100", "resnet32x4-resnet8x4", "teacher.yaml"),
+                       *tiny_overrides(tiny_cifar, out), "MODEL.ARCH", SMOKE_TEACHER])
     return os.path.join(out, "model_final.pth")

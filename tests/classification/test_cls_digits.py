@@ -3,8 +3,6 @@ one with CKD; the accuracies are printed. The only bound is twice chance level (
 i.e. "it learned something", not a value fitted to what these runs give."""
 import math
 
-import torch
-
 from kd_det.classification.digits import run_digits, write_digits
 from kd_det.classification.data import CifarPickleDataset
 
@@ -22,7 +20,6 @@ def test_digits_pickles(tmp_path):
 
 
 def test_teacher_then_dcd_and_ckd_students(tmp_path):
-    torch.set_num_threads(1)
     # a short schedule: a few epochs at lr 0.05, the last one at 0.005
     short = ["SOLVER.BATCH_SIZE", "32", "MODEL.ARCH", "resnet8"]
     results = run_digits(str(tmp_path), ["teacher"], short + ["SOLVER.EPOCHS", "5", "SOLVER.STEPS", "(4,)"])

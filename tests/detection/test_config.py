@@ -59,6 +59,7 @@ def test_unknown_key_names_file_and_key(tmp_path):
         load_config("", ["SOLVER.NOPE", "1"])
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_config_and_modeling_import_without_the_engine():
     """No import cycle: the config (and its loader) and the models import nothing from kd_det.detection.engine."""
     import subprocess
