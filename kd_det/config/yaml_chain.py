@@ -20,6 +20,8 @@ __all__ = ["yaml_chain", "chain_value", "merged_chain"]
 
 #: Longer chains are taken for a cycle.
 MAX_DEPTH = 32
+#: libyaml's safe loader where PyYAML has it (the same documents, parsed in C), else the pure-Python one.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _base_path(base: str, of_file: str) -> str:
@@ -47,7 +49,7 @@ def yaml_chain(path: str, missing_ok: bool = False) -> List[Tuple[str, Dict[str,
         if chain and missing_ok and not os.path.isfile(path):
             break
         with open(path) as f:
-            data = yaml.safe_load(f)
+            data = yaml.load(f, Loader=_LOADER)
         if data is None:
             data = {}
         if not isinstance(data, dict):
