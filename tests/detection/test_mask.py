@@ -3,20 +3,18 @@ evaluated (both backends), the exported student loads in stock Detectron2; keypo
 import json
 import math
 import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 import kd_det  # noqa: F401  (applies kd_det.compat before Detectron2 is imported)
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances, PolygonMasks
+from detectron2.structures import PolygonMasks
 from detectron2.utils.events import EventStorage
 
 from kd_det.config.detection import load_config
 from kd_det.errors import ConfigError
+from test_distill import batch as box_batch, export_and_run_in_stock  # tests/detection is on sys.path (no __init__.py)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DISTILL = "configs/shapes/distill/mask/reviewkd.yaml"
@@ -44,15 +42,11 @@ def mask_cfg(teacher, losses="[{'name': 'reviewkd'}, {'name': 'kd'}]", extra=())
 
 
 def batch(n=2):
-    g = torch.Generator().manual_seed(1)
-    out = []
-    for i in range(n):
-        inst = Instances((128, 160))
-        inst.gt_boxes = Boxes(torch.tensor([[10.0, 12.0, 60.0, 70.0], [80.0, 20.0, 120.0, 50.0]]))
-        inst.gt_classes = torch.tensor([0, 2])
-        inst.gt_masks = PolygonMasks([[[10.0, 70.0, 35.0, 12.0, 60.0, 70.0]], [[80.0, 20.0, 120.0, 20.0, 100.0, 50.0]]])
-        out.append({"image": torch.randint(0, 255, (3, 128, 160), generator=g).float(), "height": 128,
-                    "width": 160, "image_id": i, "instances": inst})
+    """test_distill's batch with a polygon mask per GT box."""
+    out = box_batch(n)
+    for x in out:
+        x["instances"].gt_masks = PolygonMasks([[[10.0, 70.0, 35.0, 12.0, 60.0, 70.0]],
+                                                [[80.0, 20.0, 120.0, 20.0, 100.0, 50.0]]])
     return out
 
 
@@ -123,7 +117,11 @@ def test_segm_ap_of_the_shapes_polygons(tiny_shapes, backend):
         d["segmentation"] = mask_util.encode(m)
         d["segmentation"]["counts"] = d["segmentation"]["counts"].decode()
     assert evaluate_coco(json_file, dets, backend)[0]["AP"] == pytest.approx(100.0)
-    assert evaluate_coco(json_file, dets, backend, iou_type="segm")[0]["AP"] < 50.0
+    segm = evaluate_coco(json_file, dets, backend, iou_type="segm")[0]
+    assert segm["AP"] < 50.0
+    # segm reads the mask's own area (object size ranges), never the "bbox" a detection also carries
+    bogus = [dict(d, bbox=[0.0, 0.0, 1.0, 1.0]) for d in dets]
+    assert evaluate_coco(json_file, bogus, backend, iou_type="segm")[0] == pytest.approx(segm, nan_ok=True)
 
 
 def test_train_and_eval_write_segm_ap(tiny_shapes, tmp_path, run_tool, tiny_opts, mask_teacher):
@@ -146,40 +144,10 @@ def test_train_and_eval_write_segm_ap(tiny_shapes, tmp_path, run_tool, tiny_opts
     assert "mask_AP" in read_run(out)["metrics"]
 
 
-STOCK_LOAD = r"""
-import sys, torch
-import kd_det.compat; kd_det.compat.apply()  # Python-only Detectron2 shims; no kd_det model code below
-assert "kd_det.detection.modeling" not in sys.modules
-from detectron2.config import get_cfg
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.modeling import build_model
-cfg = get_cfg(); cfg.merge_from_file(sys.argv[1])
-model = build_model(cfg).eval(); DetectionCheckpointer(model).load(sys.argv[2])
-with torch.no_grad():
-    inst = model([{"image": torch.load(sys.argv[3]), "height": 128, "width": 160}])[0]["instances"]
-torch.save({"boxes": inst.pred_boxes.tensor, "masks": inst.pred_masks}, sys.argv[4])
-"""
-
-
 def test_export_mask_student_loads_in_stock_detectron2(mask_teacher, tmp_path):
-    from kd_det.detection.modeling.export import export_student
-
     cfg = mask_cfg(mask_teacher, extra=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
-    torch.manual_seed(3)  # the subprocess builds its own random init: only a correct load reproduces ours
-    model = build_model(cfg)
-    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("distilled")
-    cfg_file = tmp_path / "distill.yaml"
-    cfg_file.write_text(cfg.dump())
-    ckpt, exported_cfg, dropped = export_student(str(cfg_file), str(tmp_path / "distilled.pth"), str(tmp_path / "out"))
+    _, dropped, exported_cfg, got, ref = export_and_run_in_stock(cfg, tmp_path)
     assert dropped > 0 and load_config(exported_cfg).MODEL.MASK_ON
-    image = batch(1)[0]["image"]
-    torch.save(image, tmp_path / "x.pt")
-    r = subprocess.run([sys.executable, "-c", STOCK_LOAD, exported_cfg, ckpt, str(tmp_path / "x.pt"),
-                        str(tmp_path / "y.pt")], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    with torch.no_grad():
-        ref = model.eval()([{"image": image, "height": 128, "width": 160}])[0]["instances"]
-    got = torch.load(tmp_path / "y.pt")
     assert len(ref) > 0 and got["masks"].shape == ref.pred_masks.shape
     torch.testing.assert_close(got["boxes"], ref.pred_boxes.tensor, rtol=1e-4, atol=1e-3)
     assert (got["masks"] != ref.pred_masks).float().mean() < 0.01  # binarised masks: a few border pixels may flip
