@@ -5,8 +5,8 @@ one task's schema has, e.g. ``KD.TEACHER.CONFIG_FILE`` vs ``KD.TEACHER.ARCH``), 
 labels in ``KD.LABEL.*`` (an older run's keys are moved there first, :func:`kd_det.config.migration.upgrade_dict`):
 
 * detection (``tools/train_net.py``, a Detectron2 OUTPUT_DIR): ``config.yaml``, ``evaluation.json``
-  (``results: {dataset: {"bbox": {AP...}[, "segm": {AP...}]}}``, segm for Mask R-CNN runs) and ``metrics.json`` (one JSON object per line:
-  ``iteration``, ``total_loss``, ``loss_*``);
+  (``results: {dataset: {"bbox": {AP...}[, "segm": {AP...}]}}``, segm for Mask R-CNN runs) and ``metrics.json``
+  (one JSON object per line: ``iteration``, ``total_loss``, ``loss_*``);
 * classification (``tools/train_cls.py``): ``config.yaml`` and ``metrics.json`` (one record per
   epoch: ``epoch``, ``train/loss_*``, ``val/top1``, ``val/top5``, ``val/best_top1``).
 

@@ -79,8 +79,9 @@ def test_mask_head_once_per_step_on_foreground_rois_teacher_mask_never(mask_teac
 
 
 def test_keypoint_on_is_refused(mask_teacher):
-    with pytest.raises(ConfigError, match=r"^MODEL\.KEYPOINT_ON True: DistillRCNN trains Faster / Mask R-CNN students "
-                                          r"only; keypoint heads are not supported \(set MODEL\.KEYPOINT_ON False\)\.$"):
+    sentence = (r"^MODEL\.KEYPOINT_ON True: DistillRCNN trains Faster / Mask R-CNN students only; keypoint heads are "
+                r"not supported \(set MODEL\.KEYPOINT_ON False\)\.$")
+    with pytest.raises(ConfigError, match=sentence):
         build_model(mask_cfg(mask_teacher, extra=["MODEL.KEYPOINT_ON", "True"]))
 
 
@@ -150,4 +151,5 @@ def test_export_mask_student_loads_in_stock_detectron2(mask_teacher, tmp_path):
     assert dropped > 0 and load_config(exported_cfg).MODEL.MASK_ON
     assert len(ref) > 0 and got["masks"].shape == ref.pred_masks.shape
     torch.testing.assert_close(got["boxes"], ref.pred_boxes.tensor, rtol=1e-4, atol=1e-3)
-    assert (got["masks"] != ref.pred_masks).float().mean() < 0.01  # binarised masks: a few border pixels may flip
+    union = (got["masks"] | ref.pred_masks).sum()
+    assert union > 0 and (got["masks"] != ref.pred_masks).sum() <= 0.01 * union  # binarised: a border pixel may flip

@@ -26,7 +26,7 @@ __all__ = ["Trainer", "evaluate_teacher", "write_evaluation"]
 
 
 def write_evaluation(cfg, results, path=None):
-    """Write ``OUTPUT_DIR/evaluation.json``: {dataset: {"bbox": {AP...}}} plus what was evaluated."""
+    """Write ``OUTPUT_DIR/evaluation.json``: {dataset: {"bbox": {AP...}[, "segm": {AP...}]}} plus what was evaluated."""
     if not comm.is_main_process() or not results:
         return None
     try:
