@@ -153,3 +153,30 @@ def test_export_mask_student_loads_in_stock_detectron2(mask_teacher, tmp_path):
     torch.testing.assert_close(got["boxes"], ref.pred_boxes.tensor, rtol=1e-4, atol=1e-3)
     union = (got["masks"] | ref.pred_masks).sum()
     assert union > 0 and (got["masks"] != ref.pred_masks).sum() <= 0.01 * union  # binarised: a border pixel may flip
+
+
+def test_mask_student_on_box_only_data_is_refused(tiny_shapes, tmp_path):
+    """A json without polygons would leave the mask head without gt_masks (an error at its first step): refused
+    with one sentence when the train loader is built."""
+    from kd_det.detection.data import DatasetError, setup_datasets
+    from kd_det.detection.data.shapes import shapes_paths
+    from kd_det.detection.engine import Trainer
+
+    json_file, image_root = shapes_paths(tiny_shapes, "train")
+    with open(json_file) as f:
+        coco = json.load(f)
+    for a in coco["annotations"][1:]:
+        del a["segmentation"]
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps(coco))
+    cfg = load_config(os.path.join(REPO, "configs/shapes/mask_rcnn_R_18_FPN_shapes.yaml"), [
+        "DATASETS.COCO_FORMAT", str([["boxes_train", str(boxes), image_root]]), "DATASETS.TRAIN", "('boxes_train',)",
+        "DATALOADER.NUM_WORKERS", "0"])
+    setup_datasets(cfg)
+    with pytest.raises(DatasetError, match=r"^MODEL\.MASK_ON True but dataset boxes_train has an annotation without "
+                                           r"'segmentation' \(image .*000001\.png\); a Mask R-CNN trains on instance "
+                                           r"masks: add polygons or RLE to the json, or set MODEL\.MASK_ON False\.$"):
+        Trainer.build_train_loader(cfg)
+    cfg.defrost()
+    cfg.MODEL.MASK_ON = False
+    Trainer.build_train_loader(cfg)  # the same boxes train a Faster R-CNN
