@@ -1,4 +1,4 @@
-"""Detectron2 evaluator that collects box predictions and scores them with :func:`evaluate_coco`."""
+"""Detectron2 evaluator that collects box (and mask) predictions and scores them with :func:`evaluate_coco`."""
 import itertools
 import json
 import os
@@ -14,7 +14,8 @@ __all__ = ["COCOBoxEvaluator"]
 
 
 class COCOBoxEvaluator(DatasetEvaluator):
-    """COCO box AP of a registered COCO-format dataset, gathered over all processes.
+    """COCO box AP of a registered COCO-format dataset, gathered over all processes, and mask (segm) AP
+    beside it when the model predicts masks (a Mask R-CNN: ``pred_masks``, RLE-encoded per instance).
 
     Args:
         dataset_name: a registered dataset whose metadata has ``json_file``.
@@ -28,18 +29,20 @@ class COCOBoxEvaluator(DatasetEvaluator):
         self._json = self._meta.json_file
         self._backend = backend
         self._output_dir = output_dir
-        self._predictions = []
+        self.reset()
 
     def reset(self):
         self._predictions = []
+        self._masks = False  # any output with pred_masks (even with no instance): segm is scored too
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
             inst = out["instances"].to("cpu")
+            self._masks = self._masks or inst.has("pred_masks")
             self._predictions.append((inp["image_id"], instances_to_coco_json(inst, inp["image_id"])))
 
     def evaluate(self):
-        preds = comm.gather(self._predictions, dst=0)
+        preds, masks = comm.gather(self._predictions, dst=0), any(comm.gather(self._masks, dst=0))
         if not comm.is_main_process():
             return {}
         preds = list(itertools.chain(*preds))
@@ -53,5 +56,7 @@ class COCOBoxEvaluator(DatasetEvaluator):
             os.makedirs(self._output_dir, exist_ok=True)
             with open(os.path.join(self._output_dir, "coco_instances_results.json"), "w") as f:
                 json.dump(results, f)
-        metrics, _ = evaluate_coco(self._json, results, self._backend, img_ids=img_ids)
-        return {"bbox": metrics}
+        out = {"bbox": evaluate_coco(self._json, results, self._backend, img_ids=img_ids)[0]}
+        if masks:
+            out["segm"] = evaluate_coco(self._json, results, self._backend, img_ids=img_ids, iou_type="segm")[0]
+        return out

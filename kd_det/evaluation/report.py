@@ -20,7 +20,7 @@ import time
 
 from .batch_split import batch_split_flags
 from .plots import plot_curves, plot_methods
-from .runs import CLS_METRICS, COMPLETE, DET_METRICS, MISSING, loss_curves, read_run
+from .runs import CLS_METRICS, COMPLETE, DET_METRICS, MISSING, SEGM_METRICS, loss_curves, read_run
 from .stats import BETTER, CONFIDENCE, NOISE, ONE, UNPAIRED, WORSE, paired_gain, pair_by_seed, summarize
 
 __all__ = ["PAPER_CSV", "load_paper_results", "group_runs", "group_rows", "group_arms", "build_report"]
@@ -106,8 +106,11 @@ def group_runs(runs):
     return groups, unplaced
 
 
-def _metrics_of(task):
-    return DET_METRICS if task == "detection" else CLS_METRICS
+def _metrics_of(task, runs=()):
+    """The task's metrics in table order; mask AP (SEGM_METRICS) only where one of ``runs`` has it."""
+    if task != "detection":
+        return CLS_METRICS
+    return DET_METRICS + tuple(m for m in SEGM_METRICS if any(m in r["metrics"] for r in runs))
 
 
 def _arm_key(run):
@@ -180,7 +183,7 @@ def group_rows(key, runs, paper):
             fixed = r["seed"] is not None and r["seed"] >= 0
             partner = next((b for b in base_done if fixed and b["seed"] == r["seed"]),
                            base_done[0] if len(base_done) == 1 else None)
-        for m in _metrics_of(task):
+        for m in _metrics_of(task, runs):
             ours = r["metrics"].get(m)
             base = partner["metrics"].get(m) if partner else None
             if ours is not None and base is not None:
@@ -226,7 +229,7 @@ def group_arms(key, rows):
                "progress": progress.pop() if len(progress) == 1 else "mixed", "stats": {}, "gain": {},
                "paper_source": first.get("paper_source", ""), "is_baseline": is_base,
                "verdict": "baseline" if is_base else ""}
-        for m in _metrics_of(task):
+        for m in _metrics_of(task, rows):
             arm["stats"][m] = summarize(r["metrics"].get(m) for r in done)
             if is_base or not base_arm:
                 continue
@@ -278,7 +281,7 @@ def _ci(g):
 
 def _group_markdown(key, rows, arms, paper_datasets, plot_rel):
     task, dataset, teacher, student = key
-    metrics, head = _metrics_of(task), HEADLINE[task]
+    metrics, head = _metrics_of(task, rows), HEADLINE[task]
     pm = [m for m in PAPER_METRICS[task] if any(f"paper_{m}" in r for r in rows)]
     cols = ["Method", "Run", "Status", "Progress"] + list(metrics) + [f"Gain {head}", f"{CONFIDENCE:.0%} CI",
                                                                     "Verdict", "n", "Procs × imgs/proc"]
@@ -330,7 +333,7 @@ CSV_HEAD = ["group", "task", "dataset", "paper_dataset", "teacher", "student", "
 
 
 def _write_csv(path, rows):
-    metric_cols = [m for m in DET_METRICS + CLS_METRICS if any(m in r["metrics"] for r in rows)]
+    metric_cols = [m for m in DET_METRICS + SEGM_METRICS + CLS_METRICS if any(m in r["metrics"] for r in rows)]
     extra = [f"{p}_{m}" for p in ("gain", "paper", "diff") for m in metric_cols if any(f"{p}_{m}" in r for r in rows)]
     cats = sorted({c for r in rows for c in r["per_category"]})
     with open(path, "w", newline="") as f:
@@ -348,7 +351,7 @@ SUMMARY_HEAD = ["group", "task", "dataset", "teacher", "student", "method", "rol
 
 def _write_summary_csv(path, groups):
     """One line per arm: mean / std / n of every metric, paired gain with its CI, verdict, paper delta."""
-    metric_cols = [m for m in DET_METRICS + CLS_METRICS
+    metric_cols = [m for m in DET_METRICS + SEGM_METRICS + CLS_METRICS
                    if any(a["stats"].get(m, {}).get("n") for _, arms in groups for a in arms)]
     stat_cols = [f"{s}_{m}" for m in metric_cols for s in ("mean", "std", "n")]
     gain_cols = [f"{s}_{m}" for m in metric_cols for s in ("gain", "gain_std", "gain_ci_low", "gain_ci_high",

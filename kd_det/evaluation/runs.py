@@ -5,8 +5,8 @@ one task's schema has, e.g. ``KD.TEACHER.CONFIG_FILE`` vs ``KD.TEACHER.ARCH``), 
 labels in ``KD.LABEL.*`` (an older run's keys are moved there first, :func:`kd_det.config.migration.upgrade_dict`):
 
 * detection (``tools/train_net.py``, a Detectron2 OUTPUT_DIR): ``config.yaml``, ``evaluation.json``
-  (``results: {dataset: {"bbox": {AP...}}}``) and ``metrics.json`` (one JSON object per line:
-  ``iteration``, ``total_loss``, ``loss_*``);
+  (``results: {dataset: {"bbox": {AP...}[, "segm": {AP...}]}}``, segm for Mask R-CNN runs) and ``metrics.json``
+  (one JSON object per line: ``iteration``, ``total_loss``, ``loss_*``);
 * classification (``tools/train_cls.py``): ``config.yaml`` and ``metrics.json`` (one record per
   epoch: ``epoch``, ``train/loss_*``, ``val/top1``, ``val/top5``, ``val/best_top1``).
 
@@ -20,13 +20,15 @@ from ..config.migration import upgrade_dict
 from ..core.run_info import RUN_INFO, read_run_info, write_run_info  # noqa: F401  (read by the reports)
 from ..config.schema import method_label
 
-__all__ = ["COMPLETE", "INCOMPLETE", "MISSING", "DET_METRICS", "CLS_METRICS", "RUN_INFO",
+__all__ = ["COMPLETE", "INCOMPLETE", "MISSING", "DET_METRICS", "SEGM_METRICS", "CLS_METRICS", "RUN_INFO",
            "read_run", "read_metrics", "loss_curves", "write_run_info", "read_run_info", "scale_label",
            "config_task", "config_labels"]
 
 COMPLETE, INCOMPLETE, MISSING = "complete", "incomplete", "missing"
 # Headline metrics per task, in table order (percent).
 DET_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# Mask AP of a Mask R-CNN run (evaluation.json's "segm"), read as "mask_<name of DET_METRICS>".
+SEGM_METRICS = tuple(f"mask_{m}" for m in DET_METRICS)
 CLS_METRICS = ("top1", "top5", "best_top1")
 # Detectron2 dataset name -> the dataset column of kd_det/data/paper_results.csv.
 DATASET_ALIASES = {"coco_2017_val": "coco2017_val", "coco_2017_test-dev": "coco2017_test-dev"}
@@ -169,7 +171,9 @@ def _read_detection(out, cfg, run_dir):
         return INCOMPLETE, f"{ev_path} holds no bbox results"
     out["dataset"] = dataset
     out["iteration"] = ev.get("iteration")
+    segm = results[dataset].get("segm") or {}
     out["metrics"] = {k: bbox[k] for k in DET_METRICS if k in bbox}
+    out["metrics"].update({f"mask_{k}": segm[k] for k in DET_METRICS if k in segm})
     out["per_category"] = {k[3:]: v for k, v in bbox.items() if k.startswith("AP-")}
     if ev.get("mode") == "eval-only":
         return COMPLETE, f"evaluation only of {ev.get('weights')}"

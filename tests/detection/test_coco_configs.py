@@ -1,4 +1,5 @@
-"""Every COCO distillation config (one per paper-table row) builds and runs one step on a tiny input."""
+"""Every COCO distillation config (one per paper-table row; Mask R-CNN pairs too) builds and runs one step on a tiny
+input."""
 import glob
 import os
 
@@ -8,25 +9,24 @@ import torch
 import kd_det  # noqa: F401
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
 
 from kd_det.config.detection import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs/COCO-Detection/distill/*/*.yaml"))
+CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs/COCO-*/distill/*/*.yaml"))
                  if not os.path.basename(p).startswith("Base-"))
 CPU = ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""]
 
 
 @pytest.fixture(scope="module")
 def teacher_weights(tmp_path_factory):
-    """Random-init weights files for the R-50 / R-101 teacher configs (built once)."""
+    """Random-init weights files for every teacher config the rows name (Faster / Mask R-CNN R-50 / R-101)."""
     d, out = tmp_path_factory.mktemp("teachers"), {}
-    for name in ("R_50", "R_101"):
-        cfg_file = os.path.join(REPO, f"configs/COCO-Detection/faster_rcnn_{name}_FPN_3x.yaml")
-        DetectionCheckpointer(build_model(load_config(cfg_file, CPU)), save_dir=str(d)).save(name)
-        out[cfg_file] = str(d / f"{name}.pth")
+    for i, cfg_file in enumerate(sorted({os.path.join(REPO, load_config(p).KD.TEACHER.CONFIG_FILE) for p in CONFIGS})):
+        DetectionCheckpointer(build_model(load_config(cfg_file, CPU)), save_dir=str(d)).save(f"t{i}")
+        out[cfg_file] = str(d / f"t{i}.pth")
     return out
 
 
@@ -53,9 +53,10 @@ def test_config_builds_and_steps(path, teacher_weights):
     model = build_model(cfg).train()
     inst = Instances((128, 128))
     inst.gt_boxes, inst.gt_classes = Boxes(torch.tensor([[4.0, 6.0, 70.0, 90.0]])), torch.tensor([3])
+    inst.gt_masks = PolygonMasks([[[4.0, 90.0, 37.0, 6.0, 70.0, 90.0]]])  # read by the Mask R-CNN rows only
     with EventStorage():  # 2 images: the ABF BatchNorms of ReviewKD need more than one value on p6
         losses = model([{"image": torch.rand(3, 128, 128) * 255, "instances": inst}] * 2)
-    for name in (spec["tag"] for spec in cfg.KD.LOSSES):
+    for name in [spec["tag"] for spec in cfg.KD.LOSSES] + (["mask"] if cfg.MODEL.MASK_ON else []):
         assert torch.isfinite(losses[f"loss_{name}"]), name
 
 

@@ -243,12 +243,6 @@ def test_bad_loss_inputs(teacher_files):
            losses=["kd", "dkd"], extra=["KD.LOSS_WEIGHTS", "[1.0]"])  # the old form: refused, with the migration tool
 
 
-def test_mask_on_is_refused(teacher_files):
-    """A mask head would train without any distillation of it: refused at build time, not silently dropped."""
-    _error(teacher_files, r"^MODEL\.MASK_ON True: DistillRCNN distils Faster R-CNN box heads only; mask heads are not "
-                          r"supported yet \(set MODEL\.MASK_ON False\)\.$", extra=["MODEL.MASK_ON", "True"])
-
-
 STOCK_LOAD = r"""
 import sys, json, torch
 import kd_det.compat; kd_det.compat.apply()  # Python-only Detectron2 shims; no kd_det model code below
@@ -261,25 +255,26 @@ model = build_model(cfg).eval(); DetectionCheckpointer(model).load(sys.argv[2])
 x = torch.load(sys.argv[3])
 with torch.no_grad():
     inst = model([{"image": x, "height": 128, "width": 160}])[0]["instances"]
-torch.save({"boxes": inst.pred_boxes.tensor, "scores": inst.scores}, sys.argv[4])
+torch.save({"boxes": inst.pred_boxes.tensor, "scores": inst.scores,
+            **({"masks": inst.pred_masks} if inst.has("pred_masks") else {})}, sys.argv[4])
 """
 
 
-def test_export_student_loads_in_stock_detectron2(teacher_files, tmp_path):
+def export_and_run_in_stock(cfg, tmp_path):
+    """Build ``cfg`` (seeded), save it, export the student, and run the export on one image in a fresh process with
+    stock Detectron2. Returns (the model, the dropped tensor count, the exported config path, the stock process's
+    {"boxes", "scores"[, "masks"]}, the model's own Instances on that image)."""
     import subprocess
     import sys
 
     from kd_det.detection.modeling.export import export_student
 
-    cfg = distill_cfg(teacher_files, ["dcd", "kd", "reviewkd"], base="configs/shapes/distill/dcd.yaml",
-                      extra=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
     torch.manual_seed(3)  # the subprocess builds its own random init: only a correct load reproduces ours
     model = build_model(cfg)
     DetectionCheckpointer(model, save_dir=str(tmp_path)).save("distilled")
     cfg_file = tmp_path / "distill.yaml"
     cfg_file.write_text(cfg.dump())
     ckpt, exported_cfg, dropped = export_student(str(cfg_file), str(tmp_path / "distilled.pth"), str(tmp_path / "out"))
-    assert dropped == len([k for k in model.state_dict() if k.startswith("distill.")]) > 0
     image = batch(1)[0]["image"]
     torch.save(image, tmp_path / "x.pt")
     r = subprocess.run([sys.executable, "-c", STOCK_LOAD, exported_cfg, ckpt, str(tmp_path / "x.pt"),
@@ -288,7 +283,14 @@ def test_export_student_loads_in_stock_detectron2(teacher_files, tmp_path):
     model.eval()
     with torch.no_grad():
         ref = model([{"image": image, "height": 128, "width": 160}])[0]["instances"]
-    got = torch.load(tmp_path / "y.pt")
+    return model, dropped, exported_cfg, torch.load(tmp_path / "y.pt"), ref
+
+
+def test_export_student_loads_in_stock_detectron2(teacher_files, tmp_path):
+    cfg = distill_cfg(teacher_files, ["dcd", "kd", "reviewkd"], base="configs/shapes/distill/dcd.yaml",
+                      extra=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
+    model, dropped, _, got, ref = export_and_run_in_stock(cfg, tmp_path)
+    assert dropped == len([k for k in model.state_dict() if k.startswith("distill.")]) > 0
     assert len(ref) > 0
     # same detections up to float rounding (the two processes may split BLAS work differently)
     torch.testing.assert_close(got["boxes"], ref.pred_boxes.tensor, rtol=1e-4, atol=1e-3)

@@ -14,7 +14,7 @@ def run_info(path, task, world_size, images_per_process, seed=None):
 
 
 def det_run(path, method, teacher, student, ap, dataset="coco_2017_val", max_iter=40, evaluated=True,
-            kd_losses=(), categories=("person", "car"), seed=None, scale=None):
+            kd_losses=(), categories=("person", "car"), seed=None, scale=None, mask_ap=None):
     """A detection OUTPUT_DIR: config.yaml (kd_det get_cfg dump), metrics.json, evaluation.json.
 
     Args:
@@ -23,6 +23,7 @@ def det_run(path, method, teacher, student, ap, dataset="coco_2017_val", max_ite
         kd_losses: distillation terms logged as "loss_<name>" in metrics.json.
         seed: the config's SEED (default: get_cfg's -1, a random seed).
         scale: (world size, images per process) to record in run_info.json (default: none written).
+        mask_ap: a Mask R-CNN run's mask AP: evaluation.json also gets "segm" (AP50 / AP75 ... derived alike).
     """
     from kd_det.config.detection import get_cfg
 
@@ -51,6 +52,9 @@ def det_run(path, method, teacher, student, ap, dataset="coco_2017_val", max_ite
         record = {"mode": "train", "iteration": max_iter, "weights": "final model of this run",
                   "meta_architecture": "GeneralizedRCNN", "time": "2026-01-01 00:00:00",
                   "results": {dataset: {"bbox": bbox}}}
+        if mask_ap is not None:
+            record["results"][dataset]["segm"] = {"AP": mask_ap, "AP50": mask_ap + 20.0, "AP75": mask_ap + 3.0,
+                                                  "APs": mask_ap - 15.0, "APm": mask_ap + 1.0, "APl": float("nan")}
         with open(os.path.join(path, "evaluation.json"), "w") as f:
             json.dump(record, f, indent=2)
     with open(os.path.join(path, "metrics.json"), "w") as f:

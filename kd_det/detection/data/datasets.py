@@ -17,7 +17,8 @@ dataset used (ours and Detectron2's built-ins) is read by :func:`load_coco_check
   annotation tools often hold a few such boxes, Detectron2 would otherwise pass them on
   silently (a zero-size box becomes a degenerate regression target), and one bad box in a
   million should not stop a run. Boxes partly outside the image are kept (the loader clips them).
-* :func:`check_num_classes` compares the categories with ``MODEL.ROI_HEADS.NUM_CLASSES``.
+* :func:`check_num_classes` compares the categories with ``MODEL.ROI_HEADS.NUM_CLASSES``;
+  :func:`check_masks` refuses a Mask R-CNN training set with an annotation without a mask.
 """
 import json
 import logging
@@ -31,7 +32,7 @@ from ... import REPO_ROOT
 from ...errors import DatasetError
 from .shapes import CATEGORIES, make_shapes, shapes_paths
 
-__all__ = ["DatasetError", "check_num_classes", "datasets_root", "load_coco_checked", "register_coco",
+__all__ = ["DatasetError", "check_masks", "check_num_classes", "datasets_root", "load_coco_checked", "register_coco",
            "register_shapes", "setup_datasets"]
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,18 @@ def check_num_classes(cfg, names):
                 f"Dataset '{name}' ({getattr(meta, 'json_file', 'registered in Python')}) has {len(classes)} "
                 f"categories but MODEL.ROI_HEADS.NUM_CLASSES is {k}; set it to {len(classes)} or use a dataset "
                 "with the model's classes.")
+
+
+def check_masks(cfg, dicts, names):
+    """Refuse, for ``MODEL.MASK_ON``, training dataset dicts with an annotation lacking ``segmentation``
+    (Detectron2 would build no ``gt_masks`` and the mask head fail at its first step)."""
+    if not cfg.MODEL.MASK_ON:
+        return
+    for d in dicts:
+        if any(not a.get("segmentation") for a in d.get("annotations", ())):
+            raise DatasetError(f"MODEL.MASK_ON True but dataset {', '.join(names)} has an annotation without "
+                               f"'segmentation' (image {d['file_name']}); a Mask R-CNN trains on instance masks: add "
+                               "polygons or RLE to the json, or set MODEL.MASK_ON False.")
 
 
 def register_shapes(root=None):

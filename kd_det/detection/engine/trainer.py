@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from ..modeling import check_distill_arch  # (importing it registers DistillRCNN and the extra backbones)
 from ...core import ResumableSampler, atomic_write_text, resolve_teacher_mode, write_run_info
-from ..data import check_num_classes
+from ..data import check_masks, check_num_classes
 from ...errors import NonFiniteLossError, UserError
 from ...evaluation.evaluator import COCOBoxEvaluator
 from .checkpoint import KDCheckpointer
@@ -26,7 +26,7 @@ __all__ = ["Trainer", "evaluate_teacher", "write_evaluation"]
 
 
 def write_evaluation(cfg, results, path=None):
-    """Write ``OUTPUT_DIR/evaluation.json``: {dataset: {"bbox": {AP...}}} plus what was evaluated."""
+    """Write ``OUTPUT_DIR/evaluation.json``: {dataset: {"bbox": {AP...}[, "segm": {AP...}]}} plus what was evaluated."""
     if not comm.is_main_process() or not results:
         return None
     try:
@@ -179,6 +179,7 @@ class Trainer(DefaultTrainer):
         """Detectron2's train loader (same config keys) over a :class:`ResumableSampler`."""
         kwargs = _train_loader_from_config(cfg)  # loads the dataset dicts, which sets thing_classes
         check_num_classes(cfg, cfg.DATASETS.TRAIN)
+        check_masks(cfg, kwargs["dataset"], cfg.DATASETS.TRAIN)
         kwargs["sampler"] = sampler = ResumableSampler(kwargs["sampler"])
         loader = build_detection_train_loader(**kwargs)
         loader.resumable_sampler = sampler

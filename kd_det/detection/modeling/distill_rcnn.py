@@ -1,4 +1,4 @@
-"""DistillRCNN: a trainable Faster R-CNN FPN student distilled from a frozen Faster R-CNN FPN teacher.
+"""DistillRCNN: a trainable Faster / Mask R-CNN FPN student distilled from a frozen Faster / Mask R-CNN FPN teacher.
 
 The model *is* the student (a :class:`GeneralizedRCNN` subclass), so ``MODEL.WEIGHTS``
 initialises the student exactly as for a plain detector, inference returns the student's
@@ -9,10 +9,13 @@ every detection wrapper (teacher, feature levels, DistillLoss, the contract) is
 Per training step (no work done twice):
 
 1. student backbone + RPN, proposals sampled once (``label_and_sample_proposals``);
-2. student box head once on the sampled RoIs -> class logits (R, K+1), background last;
+2. student box head once on the sampled RoIs -> class logits (R, K+1), background last; a Mask R-CNN
+   student (``MODEL.MASK_ON``) also runs its mask head once, on the sampled foreground RoIs
+   (``StandardROIHeads._forward_mask``) -> ``loss_mask``;
 3. teacher (under ``torch.no_grad``, in eval mode, not a submodule) backbone once, and its box
    head on the *same* sampled RoIs over its own FPN features -> teacher logits (R, K+1); only the
    parts whose outputs a configured loss consumes run (:attr:`DistillRCNN.TEACHER_PARTS`, decided at build);
+   a Mask R-CNN teacher's mask head never runs (no loss reads mask logits yet);
 4. the tensors the configured losses need are handed to :class:`kd_det.losses.DistillLoss`
    (:attr:`DistillRCNN.PROVIDED_INPUTS`; a loss needing anything else is refused at build):
 
@@ -112,9 +115,9 @@ class DistillRCNN(DistillDetector, GeneralizedRCNN):
 
     @classmethod
     def from_config(cls, cfg):
-        if cfg.MODEL.MASK_ON:
-            raise ConfigError("MODEL.MASK_ON True: DistillRCNN distils Faster R-CNN box heads only; mask heads are "
-                              "not supported yet (set MODEL.MASK_ON False).")
+        if cfg.MODEL.KEYPOINT_ON:
+            raise ConfigError("MODEL.KEYPOINT_ON True: DistillRCNN trains Faster / Mask R-CNN students only; keypoint "
+                              "heads are not supported (set MODEL.KEYPOINT_ON False).")
         student = GeneralizedRCNN.from_config(cfg)  # first: the student draws the global RNG as a plain detector does
         rh = _check_box_head(student["roi_heads"], f"The student (MODEL.ROI_HEADS.NAME {cfg.MODEL.ROI_HEADS.NAME})")
         shapes = {"logits_s": rh.num_classes + 1, "emb_s": rh.box_head.output_shape.channels,
@@ -148,6 +151,8 @@ class DistillRCNN(DistillDetector, GeneralizedRCNN):
         emb_s = rh.box_head(rh.box_pooler([features[f] for f in rh.box_in_features], boxes))
         predictions = rh.box_predictor(emb_s)
         losses.update(rh.box_predictor.losses(predictions, proposals))
+        if rh.mask_on:  # loss_mask on the sampled foreground RoIs, as StandardROIHeads.forward computes it
+            losses.update(rh._forward_mask(features, proposals))
 
         tensors = {"logits_s": predictions[0], "emb_s": emb_s, "target": torch.cat([p.gt_classes for p in proposals]),
                    "feats_s": self.levels(features), **self._teacher_forward(batched_inputs, boxes)}
