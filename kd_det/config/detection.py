@@ -17,6 +17,9 @@ def add_kd_det_config(cfg):
     # COCO-format datasets to register before training, each (name, json_file, image_root);
     # the name can then be used in DATASETS.TRAIN / DATASETS.TEST.
     cfg.DATASETS.COCO_FORMAT = []
+    # Pascal VOC-layout datasets to register, each (name, dirname, split, [class, ...]); dirname holds
+    # Annotations/, ImageSets/Main/<split>.txt and JPEGImages/ (docs/own-data.md).
+    cfg.DATASETS.VOC_FORMAT = []
     # COCO evaluation backend: "faster_coco_eval" (C++, fast) or "pycocotools" (the reference).
     cfg.TEST.EVAL_BACKEND = "faster_coco_eval"
     # Iterations between console lines / metrics.json rows / TensorBoard points (Detectron2: 20).

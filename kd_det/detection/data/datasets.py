@@ -4,8 +4,11 @@
   import, under ``$DETECTRON2_DATASETS/shapes``; they are built on first use.
 * Any COCO-format dataset: ``register_coco("name", json, image_root)`` in Python, or
   one config line ``DATASETS.COCO_FORMAT [["name", "ann.json", "images/"]]``.
+* Any Pascal VOC-layout dataset: ``DATASETS.VOC_FORMAT [["name", "dirname", "split", ["class", ...]]]``
+  (:mod:`.voc`); Detectron2's built-in ``voc_2007_*`` / ``voc_2012_*`` are read by the same checked loader.
 * COCO 2017 (``coco_2017_train`` / ``coco_2017_val``) is registered by Detectron2
   itself under ``$DETECTRON2_DATASETS/coco``.
+* Every test set's ``evaluator_type`` is checked at start (:mod:`kd_det.evaluation.evaluators`).
 
 :func:`setup_datasets` runs before any training step, so a missing path fails at
 start with one sentence naming the path and the environment variable. Every COCO-json
@@ -29,7 +32,9 @@ from detectron2.data.datasets import load_coco_json
 
 from ... import REPO_ROOT
 from ...errors import DatasetError
+from ...evaluation.evaluators import check_evaluator_types
 from .shapes import CATEGORIES, make_shapes, shapes_paths
+from .voc import check_voc_entry, check_voc_files, register_voc
 
 __all__ = ["DatasetError", "check_num_classes", "datasets_root", "load_coco_checked", "register_coco",
            "register_shapes", "setup_datasets"]
@@ -137,6 +142,10 @@ def _check_one(name):
         register_coco(name, json_file, meta.image_root)  # a Detectron2 built-in: same files, checked loader
         meta = MetadataCatalog.get(name)
         meta.set(**{k: v for k, v in old.items() if k != "name" and not hasattr(meta, k)})
+    if getattr(meta, "dirname", None) and not getattr(meta, "checked", False):
+        _check_builtin_voc(name, meta)  # a Detectron2 built-in voc_*: same files, checked loader
+    elif getattr(meta, "dirname", None):
+        check_voc_files(name, meta.dirname, meta.split)
     if shapes_root is not None and not os.path.isfile(json_file):
         logger.info(f"Building the synthetic shapes dataset under {shapes_root} ...")
         make_shapes(shapes_root)
@@ -147,13 +156,25 @@ def _check_one(name):
                 f"$DETECTRON2_DATASETS (now {datasets_root()}) at the folder that holds it (see datasets/README.md).")
 
 
+def _check_builtin_voc(name, meta):
+    """Check a Detectron2-registered VOC dataset's files and re-register it with the checked loader."""
+    check_voc_files(name, meta.dirname, meta.split,
+                    f" (Detectron2 registers {name} under $DETECTRON2_DATASETS, now "
+                    f"{os.environ.get('DETECTRON2_DATASETS', 'unset: ./datasets')}; see datasets/README.md)")
+    register_voc(name, meta.dirname, meta.split, meta.thing_classes, getattr(meta, "year", None))
+
+
 def setup_datasets(cfg):
-    """Register ``cfg.DATASETS.COCO_FORMAT`` and check every dataset in TRAIN/TEST exists."""
+    """Register ``cfg.DATASETS.{COCO,VOC}_FORMAT``, check every dataset in TRAIN/TEST and the test sets' evaluators."""
     for i, entry in enumerate(cfg.DATASETS.COCO_FORMAT):
         if len(entry) != 3:
             raise DatasetError(
                 f"DATASETS.COCO_FORMAT[{i}] is {list(entry)!r}; expected [name, json_file, image_root].")
         register_coco(*entry)
+    for i, entry in enumerate(cfg.DATASETS.VOC_FORMAT):
+        check_voc_entry(i, entry)
+        register_voc(*entry)
+    check_evaluator_types([n for n in cfg.DATASETS.TEST if n in DatasetCatalog.list()])  # before any path check
     for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
         _check_one(name)
 

@@ -17,7 +17,7 @@ from .. import modeling  # noqa: F401  (registers DistillRCNN and the extra back
 from ...core import ResumableSampler, atomic_write_text, resolve_teacher_mode
 from ..data import check_num_classes
 from ...errors import NonFiniteLossError, UserError
-from ...evaluation.evaluator import COCOBoxEvaluator
+from ...evaluation.evaluators import build_evaluator
 from .checkpoint import KDCheckpointer
 from .launch import create_ddp_model
 from .train_loop import KDTrainLoop, amp_mode
@@ -201,7 +201,7 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         out = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOBoxEvaluator(dataset_name, cfg.TEST.EVAL_BACKEND, out)
+        return build_evaluator(cfg, dataset_name, out)  # by the dataset's evaluator_type
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

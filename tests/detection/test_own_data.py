@@ -1,0 +1,208 @@
+"""Own data: evaluators by dataset type, VOC-layout datasets, their bad inputs (issue 22)."""
+import os
+
+import pytest
+import torch
+
+import kd_det  # noqa: F401  (kd_det.compat: Detectron2 0.6 with today's Pillow / NumPy)
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_pascal_voc
+from detectron2.structures import Boxes, Instances
+from PIL import Image
+
+from kd_det.config.detection import get_cfg
+from kd_det.detection.data import setup_datasets
+from kd_det.detection.data.voc import load_voc_checked, read_voc_xml
+from kd_det.detection.engine.trainer import Trainer
+from kd_det.errors import DatasetError
+
+CLASSES = ["circle", "square", "triangle"]
+# Per image: (class, xmin, ymin, xmax, ymax) in VOC's 1-based pixels; floats as annotation tools write them.
+OBJECTS = {"a": [("circle", 3.5, 4.0, 20.25, 22.0), ("square", 30.0, 30.0, 60.5, 58.0)],
+           "b": [("triangle", 10.0, 12.0, 40.0, 44.5)],
+           "c": [("square", 5.0, 5.0, 25.0, 25.0), ("triangle", 33.0, 8.0, 61.0, 30.0)]}
+
+
+def write_voc(root, objects=OBJECTS, split="test", difficult=False, extra=""):
+    """A VOC folder under ``root``: 64x64 images, XML without <pose>/<truncated> (and <difficult> unless asked)."""
+    for sub in ("Annotations", "ImageSets/Main", "JPEGImages"):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    for img, objs in objects.items():
+        Image.new("RGB", (64, 64), (90, 90, 90)).save(os.path.join(root, "JPEGImages", img + ".jpg"))
+        body = "".join(
+            f"<object><name>{c}</name>{'<difficult>0</difficult>' if difficult else ''}<bndbox><xmin>{x0}</xmin>"
+            f"<ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>" for c, x0, y0, x1, y1 in objs)
+        with open(os.path.join(root, "Annotations", img + ".xml"), "w") as f:
+            f.write(f"<annotation><filename>{img}.jpg</filename><size><width>64</width><height>64</height>"
+                    f"<depth>3</depth></size>{body}{extra}</annotation>")
+    with open(os.path.join(root, "ImageSets", "Main", split + ".txt"), "w") as f:
+        f.write("\n".join(objects) + "\n")
+    return root
+
+
+def voc_cfg(*entries, test=()):
+    cfg = get_cfg()
+    cfg.DATASETS.VOC_FORMAT = [list(e) for e in entries]
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (), tuple(test)
+    return cfg
+
+
+def score(cfg, name, shift_class=0):
+    """AP of predictions equal to the ground truth (classes shifted by ``shift_class``) through Trainer's evaluator."""
+    evaluator = Trainer.build_evaluator(cfg, name, output_folder=None)
+    evaluator.reset()
+    for d in DatasetCatalog.get(name):
+        inst = Instances((d["height"], d["width"]))
+        inst.pred_boxes = Boxes(torch.tensor([a["bbox"] for a in d["annotations"]], dtype=torch.float32))
+        inst.scores = torch.ones(len(d["annotations"]))
+        inst.pred_classes = torch.tensor([(a["category_id"] + shift_class) % 3 for a in d["annotations"]])
+        evaluator.process([{"image_id": d["image_id"]}], [{"instances": inst}])
+    return evaluator.evaluate()["bbox"]
+
+
+def test_own_data_voc_format_evaluates_float_xml_without_difficult(tmp_path):
+    root = write_voc(str(tmp_path / "mine"))
+    cfg = voc_cfg(["own_data_voc", root, "test", CLASSES], test=["own_data_voc"])
+    setup_datasets(cfg)
+    meta = MetadataCatalog.get("own_data_voc")
+    assert meta.thing_classes == CLASSES and meta.evaluator_type == "pascal_voc"
+    d = DatasetCatalog.get("own_data_voc")[0]
+    assert d["annotations"][0]["bbox"] == [2.5, 3.0, 20.25, 22.0]  # Detectron2's VOC convention: xmin-1, ymin-1
+    right = score(cfg, "own_data_voc")
+    assert set(right) == {"AP", "AP50", "AP75"}
+    assert right["AP50"] == pytest.approx(100) and right["AP"] == pytest.approx(100)
+    assert score(cfg, "own_data_voc", shift_class=1)["AP50"] == pytest.approx(0)
+
+
+@pytest.fixture
+def builtin_voc_2007_test(tmp_path):
+    """Detectron2's built-in voc_2007_test, registered as builtin.py does under a temporary $DETECTRON2_DATASETS."""
+    meta = MetadataCatalog.get("voc_2007_test")
+    old = (meta.dirname, meta.split, meta.year, tuple(meta.thing_classes))
+
+    def register(dirname, classes):
+        DatasetCatalog.remove("voc_2007_test")
+        MetadataCatalog.remove("voc_2007_test")
+        register_pascal_voc("voc_2007_test", dirname, "test", 2007, classes)
+        MetadataCatalog.get("voc_2007_test").evaluator_type = "pascal_voc"
+
+    yield register
+    register(old[0], old[3])
+
+
+def test_own_data_builtin_voc_2007_test_is_scored_with_the_11_point_metric(tmp_path, builtin_voc_2007_test):
+    root = write_voc(str(tmp_path / "VOC2007"), difficult=True)
+    builtin_voc_2007_test(root, CLASSES)
+    cfg = voc_cfg(test=["voc_2007_test"])
+    setup_datasets(cfg)  # re-registered with kd_det's checked loader (Detectron2's needs NumPy < 1.24)
+    assert MetadataCatalog.get("voc_2007_test").checked
+    assert score(cfg, "voc_2007_test")["AP50"] == pytest.approx(100)
+    assert score(cfg, "voc_2007_test", shift_class=2)["AP50"] == pytest.approx(0)
+
+
+def test_own_data_missing_builtin_voc_folder_names_the_variable(tmp_path, builtin_voc_2007_test):
+    builtin_voc_2007_test(str(tmp_path / "VOC2007"), CLASSES)
+    with pytest.raises(DatasetError, match=r"^Dataset 'voc_2007_test' needs .*VOC2007, which does not exist "
+                                           r"\(Detectron2 registers voc_2007_test under \$DETECTRON2_DATASETS"):
+        setup_datasets(voc_cfg(test=["voc_2007_test"]))
+
+
+def test_own_data_voc_ap_counts_misses_and_false_positives():
+    from kd_det.evaluation.voc_evaluator import voc_ap_at
+
+    import numpy as np
+    gt = {"a": (np.array([[0, 0, 10, 10], [20, 20, 30, 30.]]), np.array([False, False]))}
+    dets = [("a", 0.9, [0, 0, 10, 10]), ("a", 0.8, [50, 50, 60, 60])]  # one hit, one false positive, one miss
+    assert voc_ap_at(gt, dets, 0.5, False) == pytest.approx(0.5)
+    assert voc_ap_at(gt, dets[:1], 0.5, True) == pytest.approx(6 / 11)  # 11-point: recall 0.5 -> 6 of 11 points
+
+
+@pytest.mark.parametrize("entry, sentence", [
+    (["x", "d", "test"], "DATASETS.VOC_FORMAT[0] is ['x', 'd', 'test']; expected [name, dirname, split, "
+                         "[class, ...]]."),
+    (["x", "d", "test", []], "DATASETS.VOC_FORMAT[0] is ['x', 'd', 'test', []]; its class list is empty."),
+    (["x", "d", "test", ["a", "b", "a"]], "DATASETS.VOC_FORMAT[0] is ['x', 'd', 'test', ['a', 'b', 'a']]; its "
+                                          "class list names 'a' twice."),
+])
+def test_own_data_bad_voc_format_entry(entry, sentence):
+    with pytest.raises(DatasetError) as e:
+        setup_datasets(voc_cfg(entry))
+    assert str(e.value) == sentence
+
+
+@pytest.mark.parametrize("remove, what", [("", "{root}"), ("ImageSets/Main/test.txt", "{root}/ImageSets/Main/test.txt"),
+                                          ("Annotations", "{root}/Annotations")])
+def test_own_data_missing_voc_path_is_named_at_start(tmp_path, remove, what):
+    import shutil
+
+    root = str(tmp_path / "mine")
+    if remove:
+        write_voc(root)
+        path = os.path.join(root, remove)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    with pytest.raises(DatasetError) as e:
+        setup_datasets(voc_cfg(["own_data_missing", root, "test", CLASSES], test=["own_data_missing"]))
+    assert str(e.value) == f"Dataset 'own_data_missing' needs {what.format(root=root)}, which does not exist."
+
+
+def test_own_data_missing_images_are_counted_at_start(tmp_path):
+    root = write_voc(str(tmp_path / "mine"))
+    for img in ("a", "c"):
+        os.remove(os.path.join(root, "JPEGImages", img + ".jpg"))
+    with pytest.raises(DatasetError) as e:
+        setup_datasets(voc_cfg(["own_data_noimg", root, "test", CLASSES], test=["own_data_noimg"]))
+    assert str(e.value) == (f"Dataset 'own_data_noimg' lists 2 images that do not exist in "
+                            f"{os.path.join(root, 'JPEGImages')} (first: a.jpg).")
+
+
+@pytest.mark.parametrize("objects, extra, sentence", [
+    ({"a": [("dog", 1, 1, 5, 5)]}, "", "has an object of class 'dog', which is not in the dataset's classes "
+                                       "['circle', 'square', 'triangle']."),
+    ({"a": []}, "<object><name>circle</name></object>", "has an object of class 'circle' without <bndbox>."),
+])
+def test_own_data_bad_voc_xml_names_file_and_class(tmp_path, objects, extra, sentence):
+    root = write_voc(str(tmp_path / "mine"), objects, extra=extra)
+    with pytest.raises(DatasetError) as e:
+        load_voc_checked("x", root, "test", CLASSES)
+    assert str(e.value) == f"VOC annotation {root}/Annotations/a.xml {sentence}"
+
+
+def test_own_data_voc_xml_without_size_is_refused(tmp_path):
+    path = tmp_path / "a.xml"
+    path.write_text("<annotation><object><name>circle</name></object></annotation>")
+    with pytest.raises(DatasetError) as e:
+        read_voc_xml(str(path), CLASSES)
+    assert str(e.value) == f"VOC annotation {path} has no <size>."
+
+
+def test_own_data_empty_voc_boxes_are_skipped_with_a_count(tmp_path, caplog):
+    root = write_voc(str(tmp_path / "mine"), {"a": [("circle", 5, 5, 5, 9), ("square", 1, 1, 9, 9)]})
+    dicts = load_voc_checked("x", root, "test", CLASSES)
+    assert [a["category_id"] for a in dicts[0]["annotations"]] == [1]
+    assert "skipped 1 of 2 boxes with zero or negative width or height (first: a.xml" in caplog.text
+
+
+@pytest.mark.parametrize("name, kind", [("ade20k_sem_seg_val", "sem_seg"),
+                                        ("cityscapes_fine_sem_seg_val", "cityscapes_sem_seg")])
+def test_own_data_unsupported_evaluator_type_is_refused_at_start(name, kind):
+    with pytest.raises(DatasetError) as e:
+        setup_datasets(voc_cfg(test=[name]))
+    assert str(e.value) == f"Dataset '{name}' has evaluator type '{kind}'; kd_det evaluates coco and pascal_voc datasets."
+
+
+def test_own_data_lvis_is_refused_at_start_naming_the_package():
+    with pytest.raises(DatasetError) as e:
+        setup_datasets(voc_cfg(test=["lvis_v1_val"]))
+    assert str(e.value).startswith("Dataset 'lvis_v1_val' has evaluator type 'lvis'; kd_det evaluates coco and "
+                                   "pascal_voc datasets: LVIS AP needs the `lvis` package")
+
+
+def test_own_data_python_registered_dataset_without_type_is_refused():
+    DatasetCatalog.register("own_data_untyped", lambda: [])
+    try:
+        with pytest.raises(DatasetError) as e:
+            setup_datasets(voc_cfg(test=["own_data_untyped"]))
+        assert str(e.value) == ("Dataset 'own_data_untyped' has no evaluator type (neither json_file nor VOC "
+                                "metadata); kd_det evaluates coco and pascal_voc datasets.")
+    finally:
+        DatasetCatalog.remove("own_data_untyped")
