@@ -105,8 +105,19 @@ def group_runs(runs):
     return groups, unplaced
 
 
-def _metrics_of(task):
-    return DET_METRICS if task == "detection" else CLS_METRICS
+def _metrics_of(task, runs=()):
+    """The metric columns of ``runs``: the task's usual ones they hold (in order), then any others they hold.
+
+    Detection metric names come from each run's evaluation.json (COCO and VOC evaluators name different sets).
+    """
+    usual = DET_METRICS if task == "detection" else CLS_METRICS
+    held = list(dict.fromkeys(m for r in runs for m in r["metrics"]))
+    return [m for m in usual if m in held] + [m for m in held if m not in usual] or list(usual)
+
+
+def _all_metrics(runs):
+    """Detection's metric columns of ``runs``, then classification's."""
+    return [m for t in ("detection", "classification") for m in _metrics_of(t, [r for r in runs if r["task"] == t])]
 
 
 def _arm_key(run):
@@ -179,7 +190,7 @@ def group_rows(key, runs, paper):
             fixed = r["seed"] is not None and r["seed"] >= 0
             partner = next((b for b in base_done if fixed and b["seed"] == r["seed"]),
                            base_done[0] if len(base_done) == 1 else None)
-        for m in _metrics_of(task):
+        for m in _metrics_of(task, runs):
             ours = r["metrics"].get(m)
             base = partner["metrics"].get(m) if partner else None
             if ours is not None and base is not None:
@@ -225,7 +236,7 @@ def group_arms(key, rows):
                "progress": progress.pop() if len(progress) == 1 else "mixed", "stats": {}, "gain": {},
                "paper_source": first.get("paper_source", ""), "is_baseline": is_base,
                "verdict": "baseline" if is_base else ""}
-        for m in _metrics_of(task):
+        for m in _metrics_of(task, rows):
             arm["stats"][m] = summarize(r["metrics"].get(m) for r in done)
             if is_base or not base_arm:
                 continue
@@ -277,7 +288,7 @@ def _ci(g):
 
 def _group_markdown(key, rows, arms, paper_datasets, plot_rel):
     task, dataset, teacher, student = key
-    metrics, head = _metrics_of(task), HEADLINE[task]
+    metrics, head = _metrics_of(task, rows), HEADLINE[task]
     pm = [m for m in PAPER_METRICS[task] if any(f"paper_{m}" in r for r in rows)]
     cols = ["Method", "Run", "Status", "Progress"] + list(metrics) + [f"Gain {head}", f"{CONFIDENCE:.0%} CI",
                                                                     "Verdict", "n", "Procs × imgs/proc"]
@@ -329,7 +340,7 @@ CSV_HEAD = ["group", "task", "dataset", "paper_dataset", "teacher", "student", "
 
 
 def _write_csv(path, rows):
-    metric_cols = [m for m in DET_METRICS + CLS_METRICS if any(m in r["metrics"] for r in rows)]
+    metric_cols = [m for m in _all_metrics(rows) if any(m in r["metrics"] for r in rows)]
     extra = [f"{p}_{m}" for p in ("gain", "paper", "diff") for m in metric_cols if any(f"{p}_{m}" in r for r in rows)]
     cats = sorted({c for r in rows for c in r["per_category"]})
     with open(path, "w", newline="") as f:
@@ -347,7 +358,7 @@ SUMMARY_HEAD = ["group", "task", "dataset", "teacher", "student", "method", "rol
 
 def _write_summary_csv(path, groups):
     """One line per arm: mean / std / n of every metric, paired gain with its CI, verdict, paper delta."""
-    metric_cols = [m for m in DET_METRICS + CLS_METRICS
+    metric_cols = [m for m in _all_metrics([r for _, arms in groups for a in arms for r in a["runs"]])
                    if any(a["stats"].get(m, {}).get("n") for _, arms in groups for a in arms)]
     stat_cols = [f"{s}_{m}" for m in metric_cols for s in ("mean", "std", "n")]
     gain_cols = [f"{s}_{m}" for m in metric_cols for s in ("gain", "gain_std", "gain_ci_low", "gain_ci_high",

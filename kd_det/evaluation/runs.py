@@ -25,7 +25,8 @@ __all__ = ["COMPLETE", "INCOMPLETE", "MISSING", "DET_METRICS", "CLS_METRICS", "R
            "config_task", "config_labels"]
 
 COMPLETE, INCOMPLETE, MISSING = "complete", "incomplete", "missing"
-# Headline metrics per task, in table order (percent).
+# Usual metrics per task, in table order (percent). A detection run's metrics are whatever its evaluation.json
+# holds (COCO: these six; VOC: AP, AP50, AP75); the report orders these first and adds any others after them.
 DET_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 CLS_METRICS = ("top1", "top5", "best_top1")
 # Detectron2 dataset name -> the dataset column of kd_det/data/paper_results.csv.
@@ -205,7 +206,7 @@ def _read_detection(out, cfg, run_dir):
         return INCOMPLETE, f"{ev_path} holds no bbox results"
     out["dataset"] = dataset
     out["iteration"] = ev.get("iteration")
-    out["metrics"] = {k: bbox[k] for k in DET_METRICS if k in bbox}
+    out["metrics"] = {k: v for k, v in bbox.items() if not k.startswith("AP-") and isinstance(v, (int, float))}
     out["per_category"] = {k[3:]: v for k, v in bbox.items() if k.startswith("AP-")}
     if ev.get("mode") == "eval-only":
         return COMPLETE, f"evaluation only of {ev.get('weights')}"

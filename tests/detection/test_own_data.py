@@ -206,3 +206,131 @@ def test_own_data_python_registered_dataset_without_type_is_refused():
                                 "metadata); kd_det evaluates coco and pascal_voc datasets.")
     finally:
         DatasetCatalog.remove("own_data_untyped")
+
+
+# ---- teachers with other classes (detection) ----
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STUDENT = os.path.join(REPO, "configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml")
+SMALL = ["MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64",
+         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16", "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
+         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+
+
+@pytest.fixture(scope="module")
+def teacher5(tmp_path_factory):
+    """A 5-class R-18 teacher config and its weights (random init, saved): (config, weights)."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from kd_det.config.detection import load_config
+
+    d = tmp_path_factory.mktemp("teacher5")
+    cfg_file = d / "teacher5.yaml"
+    cfg_file.write_text(f'_BASE_: "{STUDENT}"\nMODEL:\n  FPN: {{OUT_CHANNELS: 48}}\n  ROI_BOX_HEAD: {{FC_DIM: 96}}\n'
+                        "  ROI_HEADS: {NUM_CLASSES: 5, SCORE_THRESH_TEST: 0.0}\n")
+    torch.manual_seed(0)
+    DetectionCheckpointer(build_model(load_config(str(cfg_file))), save_dir=str(d)).save("model_final")
+    return str(cfg_file), str(d / "model_final.pth")
+
+
+def distill5(teacher5, losses, *extra):
+    from kd_det.config.detection import load_config
+
+    return load_config(STUDENT, ["MODEL.META_ARCHITECTURE", "DistillRCNN", "KD.TEACHER.CONFIG_FILE", teacher5[0],
+                                 "KD.TEACHER.WEIGHTS", teacher5[1], "KD.LOSSES", str(losses),
+                                 "KD.FEATURE_LEVELS", "['p3', 'p4']", *SMALL, *extra])
+
+
+def one_step(cfg):
+    """Build the model of ``cfg`` and run one training forward on two tiny images; returns (model, losses)."""
+    from detectron2.modeling import build_model
+    from detectron2.utils.events import EventStorage
+
+    model = build_model(cfg).train()
+    inputs = []
+    for i in range(2):
+        inst = Instances((64, 80))
+        inst.gt_boxes, inst.gt_classes = Boxes(torch.tensor([[5.0, 6.0, 30.0, 35.0]])), torch.tensor([i])
+        inputs.append({"image": torch.full((3, 64, 80), 100.0 + i), "height": 64, "width": 80, "instances": inst})
+    with EventStorage(0):
+        return model, model(inputs)
+
+
+@pytest.mark.parametrize("losses", [[{"name": "reviewkd"}], [{"name": "dcd"}], [{"name": "fitnet"}]])
+def test_own_data_feature_only_distillation_from_a_teacher_of_other_classes(teacher5, losses):
+    model, out = one_step(distill5(teacher5, losses))
+    assert model.teacher.roi_heads.num_classes == 5 and model.roi_heads.num_classes == 3
+    assert all(torch.isfinite(v) for v in out.values()) and f"loss_{losses[0]['name']}" in out
+
+
+def test_own_data_logit_loss_from_a_teacher_of_other_classes_needs_a_map(teacher5):
+    from kd_det.errors import ConfigError
+
+    logits_dcd = {"name": "dcd", "inputs": {"emb_s": "logits_s", "emb_t": "logits_t"}}
+    for losses, named in (([{"name": "kd"}, {"name": "reviewkd"}], "kd"), ([logits_dcd], "dcd")):
+        with pytest.raises(ConfigError) as e:
+            one_step(distill5(teacher5, losses))
+        assert str(e.value) == (
+            f"Teacher config {teacher5[0]} has MODEL.ROI_HEADS.NUM_CLASSES 5 but the student has 3, and KD.LOSSES "
+            f"{named} read the teacher's class logits (logits_t): set KD.TEACHER.CLASS_MAP to the teacher class of "
+            "each of the 3 student classes, or distill features only.")
+
+
+def test_own_data_class_map_hands_the_mapped_teacher_columns_to_the_losses(teacher5):
+    from detectron2.modeling import build_model
+
+    model = build_model(distill5(teacher5, [{"name": "kd"}], "KD.TEACHER.CLASS_MAP", "[0, 2, 4]")).train()
+    seen = {}
+    model.teacher.roi_heads.box_predictor.register_forward_hook(lambda m, i, o: seen.update(full=o[0]))
+    model.distill.losses["kd"].register_forward_pre_hook(lambda m, a, kw: seen.update(given=kw["logits_t"]),
+                                                         with_kwargs=True)
+    inst = Instances((64, 80))
+    inst.gt_boxes, inst.gt_classes = Boxes(torch.tensor([[5.0, 6.0, 30.0, 35.0]])), torch.tensor([1])
+    from detectron2.utils.events import EventStorage
+    with EventStorage(0):
+        out = model([{"image": torch.full((3, 64, 80), 90.0), "height": 64, "width": 80, "instances": inst}])
+    assert seen["full"].shape[1] == 6 and seen["given"].shape[1] == 4
+    assert torch.equal(seen["given"], seen["full"][:, [0, 2, 4, 5]])
+    assert torch.isfinite(out["loss_kd"])
+
+
+@pytest.mark.parametrize("class_map, losses, sentence", [
+    ("[0, 2]", "kd", "KD.TEACHER.CLASS_MAP has 2 entries; it needs one teacher class per student class (3)."),
+    ("[0, 2, 5]", "kd", "KD.TEACHER.CLASS_MAP entry 5 is not a class index of the teacher ({t}), an int in [0, 5)."),
+    ("[0, 2, 1.5]", "kd", "KD.TEACHER.CLASS_MAP entry 1.5 is not a class index of the teacher ({t}), an int in [0, 5)."),
+    ("[0, 2, 2]", "kd", "KD.TEACHER.CLASS_MAP names teacher class 2 twice."),
+    ("[0, 2, 4]", "reviewkd", "KD.TEACHER.CLASS_MAP is [0, 2, 4] but no KD.LOSSES entry reads the teacher's class "
+                              "logits (logits_t); remove the map."),
+])
+def test_own_data_bad_class_map(teacher5, class_map, losses, sentence):
+    from detectron2.modeling import build_model
+
+    from kd_det.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        build_model(distill5(teacher5, [{"name": losses}], "KD.TEACHER.CLASS_MAP", class_map))
+    assert str(e.value) == sentence.format(t=teacher5[0])
+
+
+def test_own_data_eval_teacher_through_the_class_map(teacher5, tiny_shapes, tmp_path):
+    import json
+
+    from kd_det.detection.data import register_shapes
+    from kd_det.detection.engine.trainer import evaluate_teacher
+    from kd_det.errors import ConfigError
+
+    register_shapes(tiny_shapes)
+    try:
+        base = ["DATASETS.TEST", "('shapes_val',)", "OUTPUT_DIR", str(tmp_path), "MODEL.DEVICE", "cpu",
+                "DATALOADER.NUM_WORKERS", "0"]
+        with pytest.raises(ConfigError) as e:
+            evaluate_teacher(distill5(teacher5, [{"name": "kd"}], *base))
+        assert str(e.value) == (f"--eval-teacher: the teacher ({teacher5[0]}) has 5 classes but the student's test "
+                                "sets have 3; set KD.TEACHER.CLASS_MAP to the teacher class of each student class to "
+                                "score it through the map.")
+        evaluate_teacher(distill5(teacher5, [{"name": "kd"}], "KD.TEACHER.CLASS_MAP", "[0, 2, 4]", *base))
+        bbox = json.load(open(tmp_path / "teacher_eval" / "evaluation.json"))["results"]["shapes_val"]["bbox"]
+        assert {"AP-circle", "AP-square", "AP-triangle"} <= set(bbox)
+    finally:
+        register_shapes()

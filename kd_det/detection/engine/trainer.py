@@ -219,10 +219,11 @@ def evaluate_teacher(cfg):
     so reports carry a teacher row measured by the same code as the students. The teacher runs as it
     does during distillation: in ``KD.TEACHER.PRECISION`` and ``KD.TEACHER.CHANNELS_LAST``.
     """
-    from ..modeling.teacher import build_teacher
+    from ..modeling.teacher import build_teacher, teacher_for_eval
 
     teacher, tcfg, identity = build_teacher(cfg)
     mode = resolve_teacher_mode(teacher.device, cfg.KD.TEACHER.PRECISION, cfg.KD.TEACHER.CHANNELS_LAST)
+    model, num_classes = teacher_for_eval(cfg, mode.prepare(teacher), tcfg)  # through KD.TEACHER.CLASS_MAP if set
     tcfg = tcfg.clone()
     tcfg.defrost()
     tcfg.KD.TEACHER.PRECISION, tcfg.KD.TEACHER.CHANNELS_LAST = mode.precision, mode.channels_last
@@ -231,10 +232,11 @@ def evaluate_teacher(cfg):
     tcfg.TEST.EVAL_BACKEND = cfg.TEST.EVAL_BACKEND
     tcfg.KD.LABEL.TEACHER, tcfg.KD.LABEL.STUDENT = cfg.KD.LABEL.TEACHER, cfg.KD.LABEL.STUDENT
     tcfg.KD.LABEL.METHOD = "teacher"
+    tcfg.KD.TEACHER.CLASS_MAP, tcfg.MODEL.ROI_HEADS.NUM_CLASSES = cfg.KD.TEACHER.CLASS_MAP, num_classes
     tcfg.freeze()
     if comm.is_main_process():
         os.makedirs(tcfg.OUTPUT_DIR, exist_ok=True)
         with open(os.path.join(tcfg.OUTPUT_DIR, "config.yaml"), "w") as f:
             f.write(tcfg.dump())
     with mode.context():
-        return Trainer.test(tcfg, mode.prepare(teacher))
+        return Trainer.test(tcfg, model)

@@ -42,7 +42,7 @@ from ...errors import ConfigError
 from ...config.schema import legacy_specs
 from ...config.schema import loss_specs as kd_loss_specs
 from ...losses import DistillLoss, check_inputs
-from .teacher import build_teacher
+from .teacher import build_teacher, select_teacher_logits, teacher_logit_columns
 
 __all__ = ["DistillRCNN", "DISTILL_PREFIX", "TEACHER_PARTS", "loss_specs", "student_config"]
 
@@ -146,8 +146,10 @@ class DistillRCNN(FrozenTeacherMixin, GeneralizedRCNN):
                        "gt_boxes", "object_id")
 
     @configurable
-    def __init__(self, *, teacher, distill, feature_levels, teacher_identity=None, teacher_mode=None, **kwargs):
+    def __init__(self, *, teacher, distill, feature_levels, teacher_identity=None, teacher_mode=None,
+                 teacher_columns=None, **kwargs):
         super().__init__(**kwargs)
+        self.teacher_columns = teacher_columns  # KD.TEACHER.CLASS_MAP's teacher logit columns (None: all)
         _check_box_head(self.roi_heads, type(self.roi_heads).__name__)
         self.teacher_mode = teacher_mode or TeacherMode(self.device.type)
         # frozen, not a submodule: not in state_dict, DDP or the optimizer
@@ -174,7 +176,8 @@ class DistillRCNN(FrozenTeacherMixin, GeneralizedRCNN):
         rh = _check_box_head(student["roi_heads"], cfg.MODEL.ROI_HEADS.NAME)
         teacher, _, identity = build_teacher(cfg)
         levels = list(cfg.KD.FEATURE_LEVELS)
-        shapes = {"logits_s": rh.num_classes + 1, "logits_t": teacher.roi_heads.num_classes + 1,
+        shapes = {"logits_s": rh.num_classes + 1,
+                  "logits_t": (len(cfg.KD.TEACHER.CLASS_MAP) or teacher.roi_heads.num_classes) + 1,
                   "emb_s": rh.box_head.output_shape.channels,
                   "emb_t": teacher.roi_heads.box_head.output_shape.channels,
                   "num_classes": rh.num_classes + 1}
@@ -195,11 +198,15 @@ class DistillRCNN(FrozenTeacherMixin, GeneralizedRCNN):
             if isinstance(e, ConfigError):
                 raise
             raise ConfigError(f"KD.LOSSES: {e}") from None
+        readers = [k for k, loss in distill.losses.items()
+                   if any(distill.input_maps[k][a] == "logits_t" for a in loss.used_inputs())]
+        columns = teacher_logit_columns(cfg.KD.TEACHER.CLASS_MAP, rh.num_classes, teacher.roi_heads.num_classes,
+                                        readers, cfg.KD.TEACHER.CONFIG_FILE)
         if cfg.KD.NORM:
             _convert_batchnorm(distill, cfg.KD.NORM)
         mode = resolve_teacher_mode(cfg.MODEL.DEVICE, cfg.KD.TEACHER.PRECISION, cfg.KD.TEACHER.CHANNELS_LAST)
         return {**student, "teacher": teacher, "distill": distill, "feature_levels": levels,
-                "teacher_identity": identity, "teacher_mode": mode}
+                "teacher_identity": identity, "teacher_mode": mode, "teacher_columns": columns}
 
     def forward(self, batched_inputs):
         """Training: the student's detection losses + one ``loss_<name>`` per distillation loss.
@@ -252,5 +259,5 @@ class DistillRCNN(FrozenTeacherMixin, GeneralizedRCNN):
             trh = t.roi_heads
             out["emb_t"] = trh.box_head(trh.box_pooler([feats[f] for f in trh.box_in_features], boxes))
             if "box_predictor" in self.teacher_parts:
-                out["logits_t"] = trh.box_predictor(out["emb_t"])[0]
+                out["logits_t"] = select_teacher_logits(trh.box_predictor(out["emb_t"])[0], self.teacher_columns)
         return out
