@@ -306,6 +306,7 @@ def read_run(run_dir, name=None):
         status, note = INCOMPLETE, "; ".join(n for n in (note, "no readable config.yaml: labels unknown") if n)
     out["status"] = status
     out["note"] = "; ".join([n for n in [note] + notes if n])
-    out["paper_dataset"] = _get(cfg, "KD.LABEL.DATASET") or DATASET_ALIASES.get(out["dataset"], out["dataset"])
+    label = _get(cfg, "KD.LABEL.DATASET") or out["dataset"]
+    out["paper_dataset"] = DATASET_ALIASES.get(label, label)
     return out
 

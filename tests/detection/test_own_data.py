@@ -334,3 +334,70 @@ def test_own_data_eval_teacher_through_the_class_map(teacher5, tiny_shapes, tmp_
         assert {"AP-circle", "AP-square", "AP-triangle"} <= set(bbox)
     finally:
         register_shapes()
+
+
+# ---- docs/own-data.md, end to end ----
+
+def recipe(doc=os.path.join(REPO, "docs", "own-data.md")):
+    """The recipe of docs/own-data.md: ({file: yaml text}, [command line, ...])."""
+    import re
+
+    text = open(doc).read().split("## Data formats")[0]
+    files = dict(re.findall(r"`(my/\w+\.yaml)`:\n\n```yaml\n(.*?)```", text, re.S))
+    commands = [line for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.splitlines()
+                if line.startswith("python tools/")]
+    return files, commands
+
+
+def test_own_data_recipe(tmp_path):
+    """docs/own-data.md's files and commands on a VOC folder written here (2 iterations of 64-px images, one seed)."""
+    import glob
+    import json
+    import shlex
+    import subprocess
+    import sys
+
+    files, commands = recipe()
+    assert sorted(files) == ["my/dkd.yaml", "my/student.yaml", "my/teacher.yaml"] and len(commands) == 5
+    os.symlink(os.path.join(REPO, "configs"), tmp_path / "configs")
+    for path, text in files.items():
+        os.makedirs(tmp_path / os.path.dirname(path), exist_ok=True)
+        (tmp_path / path).write_text(text)
+    write_voc(str(tmp_path / "my/data"), split="train")
+    write_voc(str(tmp_path / "my/data"), {"v1": OBJECTS["a"], "v2": OBJECTS["b"]}, split="val")
+    short = ["SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
+             "SOLVER.WARMUP_ITERS", "1", "SOLVER.CHECKPOINT_PERIOD", "100", "INPUT.MIN_SIZE_TRAIN", "(64,)",
+             "INPUT.MAX_SIZE_TRAIN", "80", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "80"]
+
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="2")
+    for line in commands:
+        # one seed, and the sweep without the student baseline (what it adds is one more plain run): CPU time
+        args = shlex.split(line.replace("--seeds 0 1 2", "--seeds 0").replace(" my/student.yaml", ""))
+        if args[1] in ("tools/train_net.py", "tools/sweep.py"):
+            args += short if args[1] == "tools/train_net.py" else ["--no-plots", *short]
+        if args[1] == "tools/report.py":
+            args = [a for x in args for a in (sorted(glob.glob(x, root_dir=tmp_path)) if "*" in x else [x])]
+            args.append("--no-plots")
+        r = subprocess.run([sys.executable, os.path.join(REPO, args[1]), *args[2:]], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f"{line}\n{r.stdout[-2000:]}{r.stderr[-3000:]}"
+    out = tmp_path / "output/my"
+    teacher = json.load(open(out / "teacher_eval/evaluation.json"))["results"]["my_val"]["bbox"]
+    assert {"AP", "AP50", "AP75"} == set(teacher)  # the VOC evaluator's names
+    report = (out / "report/report.md").read_text()
+    assert "detection: my_val" in report and "Paper" not in report
+    assert os.path.isfile(out / "student/model_final.pth")
+
+
+@pytest.mark.parametrize("opts, sentence", [
+    (["DATASETS.TEST", "('ade20k_sem_seg_val',)"],
+     "Dataset 'ade20k_sem_seg_val' has evaluator type 'sem_seg'; kd_det evaluates coco and pascal_voc datasets."),
+    (["DATASETS.VOC_FORMAT", "[['own_data_x', '{root}/nope', 'val', ['circle']]]", "DATASETS.TRAIN", "('own_data_x',)"],
+     "Dataset 'own_data_x' needs {root}/nope, which does not exist."),
+])
+def test_own_data_train_net_stops_at_start_in_one_line(opts, sentence, tmp_path, run_tool, tiny_shapes):
+    opts = [o.format(root=tmp_path) for o in opts]
+    r = run_tool("train_net.py", ["--config-file", STUDENT, "OUTPUT_DIR", str(tmp_path / "out"), *opts], tiny_shapes)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == "train_net.py: error: " + sentence.format(
+        root=tmp_path), r.stderr[-2000:]
+    assert not os.path.exists(tmp_path / "out" / "metrics.json")
