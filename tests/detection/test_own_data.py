@@ -401,3 +401,83 @@ def test_own_data_train_net_stops_at_start_in_one_line(opts, sentence, tmp_path,
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == "train_net.py: error: " + sentence.format(
         root=tmp_path), r.stderr[-2000:]
     assert not os.path.exists(tmp_path / "out" / "metrics.json")
+
+
+# ---- labels follow the data ----
+
+def _fake_run(path, cfg, task, dataset=None):
+    """A finished run directory of ``cfg`` in the formats train_net.py / train_cls.py write (fixed metrics)."""
+    import json
+
+    os.makedirs(path)
+    (path / "config.yaml").write_text(cfg.dump())
+    if task == "detection":
+        (path / "metrics.json").write_text(json.dumps({"iteration": cfg.SOLVER.MAX_ITER - 1, "total_loss": 1.0}) + "\n")
+        (path / "evaluation.json").write_text(json.dumps(
+            {"mode": "train", "iteration": cfg.SOLVER.MAX_ITER - 1,
+             "results": {dataset: {"bbox": {"AP": 30.0, "AP50": 50.0, "AP75": 31.0}}}}))
+    else:
+        (path / "metrics.json").write_text(json.dumps(
+            {"epoch": cfg.SOLVER.EPOCHS, "val/top1": 60.0, "val/top5": 85.0, "train/loss_total": 1.0}) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("task, row, opts, own", [
+    ("detection", "configs/COCO-Detection/distill/R101-R18/dkd.yaml", ["DATASETS.TEST", "('my_val',)"], "my_val"),
+    ("classification", "configs/classification/cifar100/resnet56-resnet20/kd.yaml",
+     ["DATA.NAME", "imagenet", "DATA.ROOT", "my/folders", "DATA.NUM_CLASSES", "10", "INPUT.SIZE", "32"], "folders"),
+])
+def test_own_data_run_of_a_paper_row_on_other_data_is_labelled_by_its_data(task, row, opts, own, tmp_path):
+    from kd_det.config.classification import load_cls_config
+    from kd_det.config.detection import load_config
+    from kd_det.evaluation.report import build_report
+
+    load = load_config if task == "detection" else load_cls_config
+    paper_cfg, own_cfg = load(os.path.join(REPO, row), []), load(os.path.join(REPO, row), opts)
+    paper_data = paper_cfg.KD.LABEL.DATASET or "coco2017_val"
+    assert own_cfg.KD.LABEL.DATASET in ("", own)  # "": derived from DATASETS.TEST by the report
+    # the same row with the label set on the command line too: the user says it is the paper's data
+    assert load(os.path.join(REPO, row), opts + ["KD.LABEL.DATASET", paper_data]).KD.LABEL.DATASET == paper_data
+    runs = [_fake_run(tmp_path / "paper", paper_cfg, task, "coco_2017_val"),
+            _fake_run(tmp_path / "own", own_cfg, task, "my_val")]
+    md = build_report(runs, str(tmp_path / "report"), plots=False)["markdown"]
+    paper_part, own_part = md.split(f"## {task}: {own}")
+    assert "Paper" in paper_part  # the row on the paper's data: its paper number and delta
+    assert "Paper" not in own_part.split("\n## ")[0]
+
+
+# ---- non-contiguous category ids ----
+
+def test_own_data_non_contiguous_category_ids_train_evaluate_and_report_by_name(tmp_path, tiny_opts):
+    """Category ids 3, 7, 11, with 7 ("square") unannotated: one training step, evaluation, report by name."""
+    import json
+
+    from kd_det.config.detection import load_config
+    from kd_det.evaluation.report import build_report
+
+    os.makedirs(tmp_path / "images")
+    images, annos = [], []
+    for i in range(4):
+        Image.new("RGB", (64, 64), (40 * i, 90, 90)).save(tmp_path / "images" / f"{i}.jpg")
+        images.append({"id": i + 1, "file_name": f"{i}.jpg", "width": 64, "height": 64})
+        for j, cat in enumerate((3, 11)):
+            annos.append({"id": len(annos) + 1, "image_id": i + 1, "category_id": cat, "bbox": [4 + 30 * j, 6, 20, 24],
+                          "area": 480, "iscrowd": 0})
+    cats = [{"id": 3, "name": "circle"}, {"id": 7, "name": "square"}, {"id": 11, "name": "triangle"}]
+    (tmp_path / "ann.json").write_text(json.dumps({"images": images, "annotations": annos, "categories": cats}))
+    out = tmp_path / "run"
+    cfg = load_config(STUDENT, [*tiny_opts, "DATASETS.COCO_FORMAT", f"[['own_data_ids', '{tmp_path}/ann.json', "
+                                f"'{tmp_path}/images']]", "DATASETS.TRAIN", "('own_data_ids',)", "DATASETS.TEST",
+                                "('own_data_ids',)", "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(out)])
+    setup_datasets(cfg)
+    os.makedirs(out)  # what default_setup does in train_net.py
+    (out / "config.yaml").write_text(cfg.dump())
+    assert [a["category_id"] for a in DatasetCatalog.get("own_data_ids")[0]["annotations"]] == [0, 2]
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    bbox = json.load(open(out / "evaluation.json"))["results"]["own_data_ids"]["bbox"]
+    assert {"AP-circle", "AP-square", "AP-triangle"} <= set(bbox)
+    assert bbox["AP-square"] != bbox["AP-square"]  # NaN: no annotations of it
+    md = build_report([str(out)], str(tmp_path / "report"), plots=False)["markdown"]
+    assert "| circle | 0.00 |" in md and "| triangle | 0.00 |" in md and "| square | - |" in md  # by name; NaN: -
