@@ -20,6 +20,9 @@ def add_kd_det_config(cfg):
     # Pascal VOC-layout datasets to register, each (name, dirname, split, [class, ...]); dirname holds
     # Annotations/, ImageSets/Main/<split>.txt and JPEGImages/ (docs/own-data.md).
     cfg.DATASETS.VOC_FORMAT = []
+    # YOLO-format datasets to register, each (name, image_dir, label_dir, [class, ...]); label_dir holds one
+    # <image stem>.txt per image, a "class cx cy w h" line (normalised to [0, 1]) per box (docs/own-data.md).
+    cfg.DATASETS.YOLO_FORMAT = []
     # COCO evaluation backend: "faster_coco_eval" (C++, fast) or "pycocotools" (the reference).
     cfg.TEST.EVAL_BACKEND = "faster_coco_eval"
     # Iterations between console lines / metrics.json rows / TensorBoard points (Detectron2: 20).

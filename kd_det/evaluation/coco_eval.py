@@ -37,11 +37,19 @@ def _backend(name):
     return COCO, COCOeval
 
 
+def _coco_from_dict(COCO, data):
+    """A backend's COCO object over an in-memory COCO dict (both backends index ``dataset`` the same way)."""
+    coco = COCO()
+    coco.dataset = data
+    coco.createIndex()
+    return coco
+
+
 def evaluate_coco(gt_json, results, backend="faster_coco_eval", img_ids=None, per_category=True):
     """Evaluate COCO-format box detections.
 
     Args:
-        gt_json: path of the ground-truth COCO json.
+        gt_json: path of the ground-truth COCO json, or the COCO dict itself.
         results: list of {"image_id", "category_id", "bbox" [x, y, w, h], "score"}.
         backend: one of :data:`BACKENDS`.
         img_ids: evaluate only these image ids (default: all images of the json).
@@ -53,7 +61,7 @@ def evaluate_coco(gt_json, results, backend="faster_coco_eval", img_ids=None, pe
     """
     COCO, COCOeval = _backend(backend)
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(gt_json)
+        coco_gt = COCO(gt_json) if isinstance(gt_json, str) else _coco_from_dict(COCO, gt_json)
         names = {c["id"]: c["name"] for c in coco_gt.dataset["categories"]}
         if not results:
             logger.warning("No detections to evaluate: every AP is 0.")

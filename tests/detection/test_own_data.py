@@ -7,7 +7,7 @@ import torch
 import kd_det  # noqa: F401  (kd_det.compat: Detectron2 0.6 with today's Pillow / NumPy)
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_pascal_voc
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, BoxMode, Instances
 from PIL import Image
 
 from kd_det.config.detection import get_cfg
@@ -53,7 +53,8 @@ def score(cfg, name, shift_class=0):
     evaluator.reset()
     for d in DatasetCatalog.get(name):
         inst = Instances((d["height"], d["width"]))
-        inst.pred_boxes = Boxes(torch.tensor([a["bbox"] for a in d["annotations"]], dtype=torch.float32))
+        inst.pred_boxes = Boxes(torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+                                              for a in d["annotations"]], dtype=torch.float32))
         inst.scores = torch.ones(len(d["annotations"]))
         inst.pred_classes = torch.tensor([(a["category_id"] + shift_class) % 3 for a in d["annotations"]])
         evaluator.process([{"image_id": d["image_id"]}], [{"instances": inst}])
@@ -481,3 +482,72 @@ def test_own_data_non_contiguous_category_ids_train_evaluate_and_report_by_name(
     assert bbox["AP-square"] != bbox["AP-square"]  # NaN: no annotations of it
     md = build_report([str(out)], str(tmp_path / "report"), plots=False)["markdown"]
     assert "| circle | 0.00 |" in md and "| triangle | 0.00 |" in md and "| square | - |" in md  # by name; NaN: -
+
+
+# ---- YOLO labels ----
+
+def write_yolo(root, lines=None):
+    """images/ (64x48 jpgs) + labels/ under ``root``; ``lines``: {image stem: label text}."""
+    lines = lines or {"a": "0 0.25 0.25 0.2 0.3\n2 0.7 0.6 0.3 0.4\n", "b": "1 0.5 0.5 0.5 0.5\n", "c": ""}
+    for sub in ("images", "labels"):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    for stem, text in lines.items():
+        Image.new("RGB", (64, 48), (90, 90, 90)).save(os.path.join(root, "images", stem + ".jpg"))
+        with open(os.path.join(root, "labels", stem + ".txt"), "w") as f:
+            f.write(text)
+    return os.path.join(root, "images"), os.path.join(root, "labels")
+
+
+def yolo_cfg(*entries, test=()):
+    cfg = voc_cfg(test=test)
+    cfg.DATASETS.YOLO_FORMAT = [list(e) for e in entries]
+    return cfg
+
+
+@pytest.mark.parametrize("backend", ["faster_coco_eval", "pycocotools"])
+def test_own_data_yolo_format_is_scored_by_the_coco_evaluator_from_memory(tmp_path, backend):
+    images, labels = write_yolo(str(tmp_path))
+    cfg = yolo_cfg(["own_data_yolo", images, labels, CLASSES], test=["own_data_yolo"])
+    cfg.TEST.EVAL_BACKEND = backend
+    setup_datasets(cfg)
+    a = DatasetCatalog.get("own_data_yolo")[0]
+    assert a["annotations"][0]["bbox"] == pytest.approx([9.6, 4.8, 12.8, 14.4])  # cx 0.25 w 0.2 of 64 px, ...
+    right = score(cfg, "own_data_yolo")
+    assert right["AP50"] == pytest.approx(100) and {"AP-circle", "AP-square", "AP-triangle"} <= set(right)
+    assert score(cfg, "own_data_yolo", shift_class=1)["AP50"] == pytest.approx(0)
+
+
+@pytest.mark.parametrize("text, sentence", [
+    ("0 0.5 0.5 0.2\n", "line 1 ('0 0.5 0.5 0.2') has 4 fields; expected 5: class cx cy w h."),
+    ("0 0.5 0.5 0.2 0.2\n3 0.5 0.5 0.2 0.2\n", "line 2 ('3 0.5 0.5 0.2 0.2') names class 3, outside the "
+                                               "dataset's 3 classes."),
+    ("1 0.5 1.5 0.2 0.2\n", "line 1 ('1 0.5 1.5 0.2 0.2') has a coordinate outside [0, 1]; YOLO boxes are "
+                            "normalised."),
+])
+def test_own_data_bad_yolo_line_names_file_and_line(tmp_path, text, sentence):
+    from kd_det.detection.data.yolo import load_yolo_checked
+
+    images, labels = write_yolo(str(tmp_path), {"a": text})
+    with pytest.raises(DatasetError) as e:
+        load_yolo_checked("x", images, labels, CLASSES)
+    assert str(e.value) == f"YOLO label file {labels}/a.txt {sentence}"
+
+
+def test_own_data_bad_yolo_entry_and_missing_folder(tmp_path):
+    with pytest.raises(DatasetError) as e:
+        setup_datasets(yolo_cfg(["x", "i", "l"]))
+    assert str(e.value) == "DATASETS.YOLO_FORMAT[0] is ['x', 'i', 'l']; expected [name, image_dir, label_dir, [class, ...]]."
+    with pytest.raises(DatasetError) as e:
+        setup_datasets(yolo_cfg(["own_data_nolabels", str(tmp_path), str(tmp_path / "labels"), CLASSES],
+                                test=["own_data_nolabels"]))
+    assert str(e.value) == f"Dataset 'own_data_nolabels' needs the folder {tmp_path / 'labels'}, which does not exist."
+
+
+def test_own_data_undecodable_yolo_image_is_named(tmp_path):
+    from kd_det.detection.data.yolo import load_yolo_checked
+
+    images, labels = write_yolo(str(tmp_path))
+    with open(os.path.join(images, "b.jpg"), "wb") as f:
+        f.write(b"not a jpeg")
+    with pytest.raises(DatasetError, match=r"^Image .*b\.jpg of dataset 'x' cannot be decoded \("):
+        load_yolo_checked("x", images, labels, CLASSES)

@@ -6,6 +6,7 @@
   one config line ``DATASETS.COCO_FORMAT [["name", "ann.json", "images/"]]``.
 * Any Pascal VOC-layout dataset: ``DATASETS.VOC_FORMAT [["name", "dirname", "split", ["class", ...]]]``
   (:mod:`.voc`); Detectron2's built-in ``voc_2007_*`` / ``voc_2012_*`` are read by the same checked loader.
+* YOLO-format labels: ``DATASETS.YOLO_FORMAT [["name", "images/", "labels/", ["class", ...]]]`` (:mod:`.yolo`).
 * COCO 2017 (``coco_2017_train`` / ``coco_2017_val``) is registered by Detectron2
   itself under ``$DETECTRON2_DATASETS/coco``.
 * Every test set's ``evaluator_type`` is checked at start (:mod:`kd_det.evaluation.evaluators`).
@@ -35,6 +36,7 @@ from ...errors import DatasetError
 from ...evaluation.evaluators import check_evaluator_types
 from .shapes import CATEGORIES, make_shapes, shapes_paths
 from .voc import check_voc_entry, check_voc_files, register_voc
+from .yolo import check_yolo_entry, check_yolo_files, register_yolo
 
 __all__ = ["DatasetError", "check_num_classes", "datasets_root", "load_coco_checked", "register_coco",
            "register_shapes", "setup_datasets"]
@@ -146,6 +148,8 @@ def _check_one(name):
         _check_builtin_voc(name, meta)  # a Detectron2 built-in voc_*: same files, checked loader
     elif getattr(meta, "dirname", None):
         check_voc_files(name, meta.dirname, meta.split)
+    if getattr(meta, "label_dir", None):
+        check_yolo_files(name, meta.image_root, meta.label_dir)
     if shapes_root is not None and not os.path.isfile(json_file):
         logger.info(f"Building the synthetic shapes dataset under {shapes_root} ...")
         make_shapes(shapes_root)
@@ -165,7 +169,7 @@ def _check_builtin_voc(name, meta):
 
 
 def setup_datasets(cfg):
-    """Register ``cfg.DATASETS.{COCO,VOC}_FORMAT``, check every dataset in TRAIN/TEST and the test sets' evaluators."""
+    """Register ``cfg.DATASETS.{COCO,VOC,YOLO}_FORMAT``, check every dataset in TRAIN/TEST and the test sets' evaluators."""
     for i, entry in enumerate(cfg.DATASETS.COCO_FORMAT):
         if len(entry) != 3:
             raise DatasetError(
@@ -174,6 +178,9 @@ def setup_datasets(cfg):
     for i, entry in enumerate(cfg.DATASETS.VOC_FORMAT):
         check_voc_entry(i, entry)
         register_voc(*entry)
+    for i, entry in enumerate(cfg.DATASETS.YOLO_FORMAT):
+        check_yolo_entry(i, entry)
+        register_yolo(*entry)
     check_evaluator_types([n for n in cfg.DATASETS.TEST if n in DatasetCatalog.list()])  # before any path check
     for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
         _check_one(name)
