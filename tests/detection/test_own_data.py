@@ -69,6 +69,7 @@ def test_own_data_voc_format_evaluates_float_xml_without_difficult(tmp_path):
     assert meta.thing_classes == CLASSES and meta.evaluator_type == "pascal_voc"
     d = DatasetCatalog.get("own_data_voc")[0]
     assert d["annotations"][0]["bbox"] == [2.5, 3.0, 20.25, 22.0]  # Detectron2's VOC convention: xmin-1, ymin-1
+    assert not Trainer.build_evaluator(cfg, "own_data_voc")._use_07  # no year: the all-point AP
     right = score(cfg, "own_data_voc")
     assert set(right) == {"AP", "AP50", "AP75"}
     assert right["AP50"] == pytest.approx(100) and right["AP"] == pytest.approx(100)
@@ -97,6 +98,7 @@ def test_own_data_builtin_voc_2007_test_is_scored_with_the_11_point_metric(tmp_p
     cfg = voc_cfg(test=["voc_2007_test"])
     setup_datasets(cfg)  # re-registered with kd_det's checked loader (Detectron2's needs NumPy < 1.24)
     assert MetadataCatalog.get("voc_2007_test").checked
+    assert Trainer.build_evaluator(cfg, "voc_2007_test")._use_07  # year 2007: the 11-point AP
     assert score(cfg, "voc_2007_test")["AP50"] == pytest.approx(100)
     assert score(cfg, "voc_2007_test", shift_class=2)["AP50"] == pytest.approx(0)
 
@@ -318,6 +320,7 @@ def test_own_data_eval_teacher_through_the_class_map(teacher5, tiny_shapes, tmp_
     import json
 
     from kd_det.detection.data import register_shapes
+    from kd_det.detection.data.shapes import CATEGORIES
     from kd_det.detection.engine.trainer import evaluate_teacher
     from kd_det.errors import ConfigError
 
@@ -333,6 +336,8 @@ def test_own_data_eval_teacher_through_the_class_map(teacher5, tiny_shapes, tmp_
         evaluate_teacher(distill5(teacher5, [{"name": "kd"}], "KD.TEACHER.CLASS_MAP", "[0, 2, 4]", *base))
         bbox = json.load(open(tmp_path / "teacher_eval" / "evaluation.json"))["results"]["shapes_val"]["bbox"]
         assert {"AP-circle", "AP-square", "AP-triangle"} <= set(bbox)
+        dets = json.load(open(tmp_path / "teacher_eval/inference/shapes_val/coco_instances_results.json"))
+        assert dets and {d["category_id"] for d in dets} <= {c["id"] for c in CATEGORIES}  # relabelled, 4/5 dropped
     finally:
         register_shapes()
 
@@ -445,6 +450,8 @@ def test_own_data_run_of_a_paper_row_on_other_data_is_labelled_by_its_data(task,
     paper_part, own_part = md.split(f"## {task}: {own}")
     assert "Paper" in paper_part  # the row on the paper's data: its paper number and delta
     assert "Paper" not in own_part.split("\n## ")[0]
+    if task == "detection":  # the metric columns are the names evaluation.json holds (here a VOC run's three)
+        assert "| AP | AP50 | AP75 | Gain AP |" in own_part
 
 
 # ---- non-contiguous category ids ----
@@ -551,3 +558,16 @@ def test_own_data_undecodable_yolo_image_is_named(tmp_path):
         f.write(b"not a jpeg")
     with pytest.raises(DatasetError, match=r"^Image .*b\.jpg of dataset 'x' cannot be decoded \("):
         load_yolo_checked("x", images, labels, CLASSES)
+
+
+def test_own_data_mapped_teacher_drops_unmapped_classes_and_relabels(teacher5):
+    from kd_det.detection.modeling.teacher import MappedTeacher, build_teacher
+
+    teacher, _, _ = build_teacher(distill5(teacher5, [{"name": "kd"}]))
+    inputs = [{"image": torch.randint(0, 255, (3, 64, 80), generator=torch.Generator().manual_seed(0)).float(),
+               "height": 64, "width": 80}]
+    with torch.no_grad():
+        raw = teacher(inputs)[0]["instances"].pred_classes.tolist()
+        mapped = MappedTeacher(teacher, [0, 2, 4])(inputs)[0]["instances"].pred_classes.tolist()
+    assert set(raw) - {0, 2, 4}, "the random teacher should predict some unmapped class"
+    assert mapped == [{0: 0, 2: 1, 4: 2}[c] for c in raw if c in (0, 2, 4)]
