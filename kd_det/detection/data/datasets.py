@@ -35,8 +35,8 @@ from ... import REPO_ROOT
 from ...errors import DatasetError
 from ...evaluation.evaluators import check_evaluator_types
 from .shapes import CATEGORIES, make_shapes, shapes_paths
-from .voc import check_voc_entry, check_voc_files, register_voc
-from .yolo import check_yolo_entry, check_yolo_files, register_yolo
+from .voc import check_voc_files, register_voc
+from .yolo import check_yolo_files, register_yolo
 
 __all__ = ["DatasetError", "check_num_classes", "datasets_root", "load_coco_checked", "register_coco",
            "register_shapes", "setup_datasets"]
@@ -160,6 +160,19 @@ def _check_one(name):
                 f"$DETECTRON2_DATASETS (now {datasets_root()}) at the folder that holds it (see datasets/README.md).")
 
 
+def _check_entry(where, entry, fields):
+    """Refuse a ``[name, <fields>, [class, ...]]`` entry of the wrong shape or with a bad class list."""
+    where = f"{where} is {list(entry)!r}"
+    if len(entry) != 4 or not isinstance(entry[3], (list, tuple)):
+        raise DatasetError(f"{where}; expected [name, {fields}, [class, ...]].")
+    classes = list(entry[3])
+    if not classes:
+        raise DatasetError(f"{where}; its class list is empty.")
+    twice = sorted({c for c in classes if classes.count(c) > 1})
+    if twice:
+        raise DatasetError(f"{where}; its class list names {twice[0]!r} twice.")
+
+
 def _check_builtin_voc(name, meta):
     """Check a Detectron2-registered VOC dataset's files and re-register it with the checked loader."""
     check_voc_files(name, meta.dirname, meta.split,
@@ -175,12 +188,11 @@ def setup_datasets(cfg):
             raise DatasetError(
                 f"DATASETS.COCO_FORMAT[{i}] is {list(entry)!r}; expected [name, json_file, image_root].")
         register_coco(*entry)
-    for i, entry in enumerate(cfg.DATASETS.VOC_FORMAT):
-        check_voc_entry(i, entry)
-        register_voc(*entry)
-    for i, entry in enumerate(cfg.DATASETS.YOLO_FORMAT):
-        check_yolo_entry(i, entry)
-        register_yolo(*entry)
+    for key, fields, register in (("VOC_FORMAT", "dirname, split", register_voc),
+                                  ("YOLO_FORMAT", "image_dir, label_dir", register_yolo)):
+        for i, entry in enumerate(cfg.DATASETS[key]):
+            _check_entry(f"DATASETS.{key}[{i}]", entry, fields)
+            register(*entry)
     check_evaluator_types([n for n in cfg.DATASETS.TEST if n in DatasetCatalog.list()])  # before any path check
     for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
         _check_one(name)

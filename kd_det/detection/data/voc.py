@@ -21,22 +21,9 @@ from detectron2.structures import BoxMode
 
 from ...errors import DatasetError
 
-__all__ = ["check_voc_entry", "check_voc_files", "load_voc_checked", "read_voc_xml", "register_voc", "voc_ids"]
+__all__ = ["check_voc_files", "load_voc_checked", "read_voc_xml", "register_voc", "voc_ids"]
 
 logger = logging.getLogger(__name__)
-
-
-def check_voc_entry(i, entry):
-    """Refuse a ``DATASETS.VOC_FORMAT[i]`` entry that is not ``[name, dirname, split, [class, ...]]``."""
-    where = f"DATASETS.VOC_FORMAT[{i}] is {list(entry)!r}"
-    if len(entry) != 4 or not isinstance(entry[3], (list, tuple)):
-        raise DatasetError(f"{where}; expected [name, dirname, split, [class, ...]].")
-    classes = list(entry[3])
-    if not classes:
-        raise DatasetError(f"{where}; its class list is empty.")
-    twice = sorted({c for c in classes if classes.count(c) > 1})
-    if twice:
-        raise DatasetError(f"{where}; its class list names {twice[0]!r} twice.")
 
 
 def voc_ids(dirname, split):

@@ -18,23 +18,10 @@ from PIL import Image
 
 from ...errors import DatasetError
 
-__all__ = ["IMAGE_EXTENSIONS", "check_yolo_entry", "check_yolo_files", "load_yolo_checked", "register_yolo"]
+__all__ = ["IMAGE_EXTENSIONS", "check_yolo_files", "load_yolo_checked", "register_yolo"]
 
 logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def check_yolo_entry(i, entry):
-    """Refuse a ``DATASETS.YOLO_FORMAT[i]`` entry that is not ``[name, images, labels, [class, ...]]``."""
-    where = f"DATASETS.YOLO_FORMAT[{i}] is {list(entry)!r}"
-    if len(entry) != 4 or not isinstance(entry[3], (list, tuple)):
-        raise DatasetError(f"{where}; expected [name, image_dir, label_dir, [class, ...]].")
-    classes = list(entry[3])
-    if not classes:
-        raise DatasetError(f"{where}; its class list is empty.")
-    twice = sorted({c for c in classes if classes.count(c) > 1})
-    if twice:
-        raise DatasetError(f"{where}; its class list names {twice[0]!r} twice.")
 
 
 def _images(image_dir):
