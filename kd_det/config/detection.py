@@ -41,7 +41,8 @@ def add_kd_detection_config(cfg):
     # Teacher's own Detectron2 config file (a plain Faster R-CNN FPN config); "" = no teacher.
     cfg.KD.TEACHER.CONFIG_FILE = ""
     # Teacher class of each student class (K_s ints; [] = the same classes): the teacher logits handed to the
-    # losses are its columns [CLASS_MAP..., background]; --eval-teacher scores the teacher through it (docs/own-data.md).
+    # losses are its columns [CLASS_MAP..., background]; --eval-teacher scores the teacher through it
+    # (docs/own-data.md).
     cfg.KD.TEACHER.CLASS_MAP = []
     # Refuse a teacher checkpoint that matches fewer than this fraction of the teacher's keys.
     cfg.KD.TEACHER.MIN_MATCHED_FRACTION = 0.95

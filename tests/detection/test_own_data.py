@@ -190,7 +190,8 @@ def test_own_data_empty_voc_boxes_are_skipped_with_a_count(tmp_path, caplog):
 def test_own_data_unsupported_evaluator_type_is_refused_at_start(name, kind):
     with pytest.raises(DatasetError) as e:
         setup_datasets(voc_cfg(test=[name]))
-    assert str(e.value) == f"Dataset '{name}' has evaluator type '{kind}'; kd_det evaluates coco and pascal_voc datasets."
+    assert str(e.value) == (f"Dataset '{name}' has evaluator type '{kind}'; kd_det evaluates coco and pascal_voc "
+                            "datasets.")
 
 
 def test_own_data_lvis_is_refused_at_start_naming_the_package():
@@ -301,7 +302,8 @@ def test_own_data_class_map_hands_the_mapped_teacher_columns_to_the_losses(teach
 @pytest.mark.parametrize("class_map, losses, sentence", [
     ("[0, 2]", "kd", "KD.TEACHER.CLASS_MAP has 2 entries; it needs one teacher class per student class (3)."),
     ("[0, 2, 5]", "kd", "KD.TEACHER.CLASS_MAP entry 5 is not a class index of the teacher ({t}), an int in [0, 5)."),
-    ("[0, 2, 1.5]", "kd", "KD.TEACHER.CLASS_MAP entry 1.5 is not a class index of the teacher ({t}), an int in [0, 5)."),
+    ("[0, 2, 1.5]", "kd", "KD.TEACHER.CLASS_MAP entry 1.5 is not a class index of the teacher ({t}), an int in "
+                          "[0, 5)."),
     ("[0, 2, 2]", "kd", "KD.TEACHER.CLASS_MAP names teacher class 2 twice."),
     ("[0, 2, 4]", "reviewkd", "KD.TEACHER.CLASS_MAP is [0, 2, 4] but no KD.LOSSES entry reads the teacher's class "
                               "logits (logits_t); remove the map."),
@@ -543,7 +545,8 @@ def test_own_data_bad_yolo_line_names_file_and_line(tmp_path, text, sentence):
 def test_own_data_bad_yolo_entry_and_missing_folder(tmp_path):
     with pytest.raises(DatasetError) as e:
         setup_datasets(yolo_cfg(["x", "i", "l"]))
-    assert str(e.value) == "DATASETS.YOLO_FORMAT[0] is ['x', 'i', 'l']; expected [name, image_dir, label_dir, [class, ...]]."
+    assert str(e.value) == ("DATASETS.YOLO_FORMAT[0] is ['x', 'i', 'l']; expected [name, image_dir, label_dir, "
+                            "[class, ...]].")
     with pytest.raises(DatasetError) as e:
         setup_datasets(yolo_cfg(["own_data_nolabels", str(tmp_path), str(tmp_path / "labels"), CLASSES],
                                 test=["own_data_nolabels"]))

@@ -182,7 +182,8 @@ def _check_builtin_voc(name, meta):
 
 
 def setup_datasets(cfg):
-    """Register ``cfg.DATASETS.{COCO,VOC,YOLO}_FORMAT``, check every dataset in TRAIN/TEST and the test sets' evaluators."""
+    """Register ``cfg.DATASETS.{COCO,VOC,YOLO}_FORMAT``; check every dataset in TRAIN/TEST and the test sets'
+    evaluator types."""
     for i, entry in enumerate(cfg.DATASETS.COCO_FORMAT):
         if len(entry) != 3:
             raise DatasetError(

@@ -138,7 +138,10 @@ def teacher_logit_columns(class_map, k_s, k_t, readers, config_file):
 
 
 def select_teacher_logits(logits, columns):
-    """(R, K_t + 1) teacher logits -> (R, len(columns)) (``columns`` from :func:`teacher_logit_columns`; None: as is)."""
+    """(R, K_t + 1) teacher logits -> (R, len(columns)).
+
+    ``columns`` comes from :func:`teacher_logit_columns`; None hands the logits over as they are.
+    """
     return logits if columns is None else logits[:, columns]
 
 
