@@ -1,4 +1,4 @@
-"""Detectron2 ``DefaultTrainer`` with kd_det's training step, checkpointer, COCO evaluator and log settings."""
+"""Detectron2 ``DefaultTrainer`` with kd_det's training step, checkpointer, evaluators and log settings."""
 import json
 import logging
 import os
@@ -62,7 +62,8 @@ def _log_user_errors_without_traceback():
 
 
 class Trainer(DefaultTrainer):
-    """Train/evaluate any Faster R-CNN FPN config; evaluation is COCO box AP on each test set.
+    """Train/evaluate any Faster R-CNN FPN config; each test set is scored by the evaluator of its
+    ``evaluator_type`` (:mod:`kd_det.evaluation.evaluators`: COCO or VOC box AP).
 
     Differences from ``DefaultTrainer`` (same hooks, same command line):
 
