@@ -574,3 +574,21 @@ def test_own_data_mapped_teacher_drops_unmapped_classes_and_relabels(teacher5):
         mapped = MappedTeacher(teacher, [0, 2, 4])(inputs)[0]["instances"].pred_classes.tolist()
     assert set(raw) - {0, 2, 4}, "the random teacher should predict some unmapped class"
     assert mapped == [{0: 0, 2: 1, 4: 2}[c] for c in raw if c in (0, 2, 4)]
+
+
+def test_own_data_coco_json_listing_missing_images_is_refused(tmp_path):
+    import json
+
+    from kd_det.detection.data import load_coco_checked
+
+    os.makedirs(tmp_path / "images")
+    Image.new("RGB", (32, 32)).save(tmp_path / "images" / "0.jpg")
+    images = [{"id": i + 1, "file_name": f"{i}.jpg", "width": 32, "height": 32} for i in range(3)]
+    annos = [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [2, 2, 9, 9], "area": 81, "iscrowd": 0}
+             for i in range(3)]
+    (tmp_path / "ann.json").write_text(json.dumps({"images": images, "annotations": annos,
+                                                  "categories": [{"id": 1, "name": "circle"}]}))
+    with pytest.raises(DatasetError) as e:
+        load_coco_checked(str(tmp_path / "ann.json"), str(tmp_path / "images"), "x")
+    assert str(e.value) == (f"COCO json {tmp_path / 'ann.json'} (dataset 'x') lists 2 images that do not exist under "
+                            f"{tmp_path / 'images'} (first: 1.jpg).")

@@ -15,7 +15,8 @@
 start with one sentence naming the path and the environment variable. Every COCO-json
 dataset used (ours and Detectron2's built-ins) is read by :func:`load_coco_checked`:
 
-* a json that cannot be parsed, has no images or no annotations is refused (one sentence);
+* a json that cannot be parsed, has no images or no annotations, or lists images that do not exist
+  under its image root, is refused (one sentence, before the first step);
 * boxes with zero/negative width or height, non-finite numbers, or lying entirely outside
   their image are *skipped with one counted warning*, not refused: COCO-style files from
   annotation tools often hold a few such boxes, Detectron2 would otherwise pass them on
@@ -73,6 +74,10 @@ def load_coco_checked(json_file, image_root, name):
         raise DatasetError(f"{where} is not a COCO instances file ({type(e).__name__}: {e}).") from None
     if not dicts:
         raise DatasetError(f"{where} has no images.")
+    missing = [d["file_name"] for d in dicts if not os.path.isfile(d["file_name"])]
+    if missing:
+        raise DatasetError(f"{where} lists {len(missing)} images that do not exist under {image_root} "
+                           f"(first: {os.path.relpath(missing[0], image_root)}).")
     total = sum(len(d.get("annotations", ())) for d in dicts)
     if total == 0:
         raise DatasetError(f"{where} has no annotations: there is nothing to train on or to compute AP against.")
