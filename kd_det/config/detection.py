@@ -21,6 +21,12 @@ def add_run_config(cfg):
     # COCO-format datasets to register before training, each (name, json_file, image_root);
     # the name can then be used in DATASETS.TRAIN / DATASETS.TEST.
     cfg.DATASETS.COCO_FORMAT = []
+    # Pascal VOC-layout datasets to register, each (name, dirname, split, [class, ...]); dirname holds
+    # Annotations/, ImageSets/Main/<split>.txt and JPEGImages/ (docs/own-data.md).
+    cfg.DATASETS.VOC_FORMAT = []
+    # YOLO-format datasets to register, each (name, image_dir, label_dir, [class, ...]); label_dir holds one
+    # <image stem>.txt per image, a "class cx cy w h" line (normalised to [0, 1]) per box (docs/own-data.md).
+    cfg.DATASETS.YOLO_FORMAT = []
     # COCO evaluation backend: "faster_coco_eval" (C++, fast) or "pycocotools" (the reference).
     cfg.TEST.EVAL_BACKEND = "faster_coco_eval"
     # Iterations between console lines / metrics.json rows / TensorBoard points (Detectron2: 20).
@@ -37,6 +43,10 @@ def add_detector_distill_config(cfg):
     """Detection's own ``KD.*`` keys, in place (after :func:`kd_det.config.schema.add_kd_config`)."""
     # Teacher's own Detectron2 config file (a meta-architecture the distillation wrapper reads); "" = no teacher.
     cfg.KD.TEACHER.CONFIG_FILE = ""
+    # Teacher class of each student class (K_s ints; [] = the same classes): the teacher logits handed to the
+    # losses are its columns [CLASS_MAP..., background]; --eval-teacher scores the teacher through it
+    # (docs/own-data.md).
+    cfg.KD.TEACHER.CLASS_MAP = []
     # Refuse a teacher checkpoint that matches fewer than this fraction of the teacher's keys.
     cfg.KD.TEACHER.MIN_MATCHED_FRACTION = 0.95
     # Norm of BatchNorm2d layers inside learnable distillation parts (ReviewKD's fusion modules): ""

@@ -217,8 +217,37 @@ def _level(chain, opts, dotted):
     return 0 if dotted in opts[::2] else chain_value(chain, dotted)[0]
 
 
+#: The keys that say which data a run uses (not where it lives: DATA.ROOT moves the same data too).
+DATA_KEYS = {"detection": ("DATASETS.TRAIN", "DATASETS.TEST"), "classification": ("DATA.NAME", "DATA.NUM_CLASSES")}
+#: Class count of the classification data sets the paper tables use.
+PAPER_CLASSES = {"cifar100": 100, "imagenet": 1000}
+
+
+def data_label(cfg, task):
+    """The name of the data a config uses: detection DATASETS.TEST[0] (else TRAIN[0]); classification the class
+    folders' name for DATA.NAME "imagenet" (folders), else DATA.NAME, with the class count when it is not the
+    paper data set's (e.g. "cifar100-format data, 10 classes")."""
+    if task == "detection":
+        return (list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN) or [""])[0]
+    name = os.path.basename(os.path.normpath(cfg.DATA.ROOT)) if cfg.DATA.NAME == "imagenet" else cfg.DATA.NAME
+    if PAPER_CLASSES.get(name, cfg.DATA.NUM_CLASSES) != cfg.DATA.NUM_CLASSES:
+        return f"{name}-format data, {cfg.DATA.NUM_CLASSES} classes"
+    return name
+
+
+def _dataset_label_follows_data(cfg, chain, opts, task):
+    """``KD.LABEL.DATASET`` names the row's data; where the data keys are set later (a user's config over a row
+    config, the command line over a file) and the label is not set there too, it becomes :func:`data_label`, so
+    a run on other data is reported under its own name, with no paper number beside it."""
+    if cfg.KD.LABEL.DATASET and min(_level(chain, opts, k) for k in DATA_KEYS[task]) < _level(
+            chain, opts, "KD.LABEL.DATASET"):
+        cfg.KD.LABEL.DATASET = data_label(cfg, task)
+
+
 def finish_kd(cfg, config_file, opts, task):
-    """After every merge: ``KD.LOSSES`` validated and normalised (:func:`loss_specs`), the method label settled.
+    """After every merge: ``KD.LOSSES`` validated and normalised (:func:`loss_specs`), the labels settled.
+
+    The dataset label follows the data (:func:`_dataset_label_follows_data`).
 
     The method label belongs to the losses it was written with: where ``KD.LOSSES`` is set later than
     ``KD.LABEL.METHOD`` (in a file over its ``_BASE_``, on the command line over the file), or the label is
@@ -233,9 +262,10 @@ def finish_kd(cfg, config_file, opts, task):
     resolve_teacher_mode("cuda", cfg.KD.TEACHER.PRECISION)  # the value's name; the device is checked at build
     specs = loss_specs(cfg.KD.LOSSES, task)
     cfg.KD.LOSSES = specs
+    chain = yaml_chain(config_file) if config_file else []
+    _dataset_label_follows_data(cfg, chain, opts, task)
     if not specs:
         return cfg
-    chain = yaml_chain(config_file) if config_file else []
     method = cfg.KD.LABEL.METHOD
     method_at, losses_at = _level(chain, opts, "KD.LABEL.METHOD"), _level(chain, opts, "KD.LOSSES")
     if not method or losses_at < method_at:

@@ -39,11 +39,20 @@ def _backend(name):
     return COCO, COCOeval
 
 
+def _coco_from_dict(COCO, data):
+    """A backend's COCO object over an in-memory COCO dict (both backends index ``dataset`` the same way)."""
+    coco = COCO()
+    coco.dataset = data
+    coco.createIndex()
+    return coco
+
+
 def evaluate_coco(gt_json, results, backend="faster_coco_eval", img_ids=None, per_category=True, iou_type="bbox"):
     """Evaluate COCO-format box detections or instance masks.
 
     Args:
-        gt_json: path of the ground-truth COCO json (for "segm": with "segmentation" polygons or RLE).
+        gt_json: path of the ground-truth COCO json, or the COCO dict itself (for "segm": with "segmentation"
+            polygons or RLE).
         results: list of {"image_id", "category_id", "bbox" [x, y, w, h], "score"}; for "segm" each also
             has "segmentation" (an RLE dict, as Detectron2's ``instances_to_coco_json`` writes it) and its
             "bbox" is ignored (the mask's own box and area are used, as Detectron2's COCOEvaluator does).
@@ -60,7 +69,7 @@ def evaluate_coco(gt_json, results, backend="faster_coco_eval", img_ids=None, pe
         raise ValueError(f"iou_type is {iou_type!r}; expected one of {', '.join(IOU_TYPES)}.")
     COCO, COCOeval = _backend(backend)
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(gt_json)
+        coco_gt = COCO(gt_json) if isinstance(gt_json, str) else _coco_from_dict(COCO, gt_json)
         names = {c["id"]: c["name"] for c in coco_gt.dataset["categories"]}
         if not results:
             logger.warning("No detections to evaluate: every AP is 0.")

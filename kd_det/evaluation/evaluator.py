@@ -4,6 +4,7 @@ import json
 import os
 
 from detectron2.data import MetadataCatalog
+from detectron2.data.datasets.coco import convert_to_coco_dict
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils import comm
@@ -18,7 +19,8 @@ class COCOBoxEvaluator(DatasetEvaluator):
     beside it when the model predicts masks (a Mask R-CNN: ``pred_masks``, RLE-encoded per instance).
 
     Args:
-        dataset_name: a registered dataset whose metadata has ``json_file``.
+        dataset_name: a registered dataset; its metadata's ``json_file`` is the ground truth, or without one
+            the COCO dict Detectron2's ``convert_to_coco_dict`` builds from its dataset dicts.
         backend: "faster_coco_eval" (default) or "pycocotools".
         output_dir: if given, ``coco_instances_results.json`` is written there.
     """
@@ -26,7 +28,8 @@ class COCOBoxEvaluator(DatasetEvaluator):
     def __init__(self, dataset_name, backend="faster_coco_eval", output_dir=None):
         check_backend(backend)  # fail now on a bad name, not after inference
         self._meta = MetadataCatalog.get(dataset_name)
-        self._json = self._meta.json_file
+        # a dataset without a json file (YOLO labels, one registered in Python): its ground truth built in memory
+        self._json = getattr(self._meta, "json_file", None) or convert_to_coco_dict(dataset_name)
         self._backend = backend
         self._output_dir = output_dir
         self.reset()

@@ -107,10 +107,19 @@ def group_runs(runs):
 
 
 def _metrics_of(task, runs=()):
-    """The task's metrics in table order; mask AP (SEGM_METRICS) only where one of ``runs`` has it."""
-    if task != "detection":
-        return CLS_METRICS
-    return DET_METRICS + tuple(m for m in SEGM_METRICS if any(m in r["metrics"] for r in runs))
+    """The metric columns of ``runs``: the task's usual ones they hold (in order; mask AP after box AP), then any
+    others they hold.
+
+    Detection metric names come from each run's evaluation.json (COCO and VOC evaluators name different sets).
+    """
+    usual = DET_METRICS + SEGM_METRICS if task == "detection" else CLS_METRICS
+    held = list(dict.fromkeys(m for r in runs for m in r["metrics"]))
+    return [m for m in usual if m in held] + [m for m in held if m not in usual] or list(usual)
+
+
+def _all_metrics(runs):
+    """Detection's metric columns of ``runs``, then classification's."""
+    return [m for t in ("detection", "classification") for m in _metrics_of(t, [r for r in runs if r["task"] == t])]
 
 
 def _arm_key(run):
@@ -333,7 +342,7 @@ CSV_HEAD = ["group", "task", "dataset", "paper_dataset", "teacher", "student", "
 
 
 def _write_csv(path, rows):
-    metric_cols = [m for m in DET_METRICS + SEGM_METRICS + CLS_METRICS if any(m in r["metrics"] for r in rows)]
+    metric_cols = [m for m in _all_metrics(rows) if any(m in r["metrics"] for r in rows)]
     extra = [f"{p}_{m}" for p in ("gain", "paper", "diff") for m in metric_cols if any(f"{p}_{m}" in r for r in rows)]
     cats = sorted({c for r in rows for c in r["per_category"]})
     with open(path, "w", newline="") as f:
@@ -351,7 +360,7 @@ SUMMARY_HEAD = ["group", "task", "dataset", "teacher", "student", "method", "rol
 
 def _write_summary_csv(path, groups):
     """One line per arm: mean / std / n of every metric, paired gain with its CI, verdict, paper delta."""
-    metric_cols = [m for m in DET_METRICS + SEGM_METRICS + CLS_METRICS
+    metric_cols = [m for m in _all_metrics([r for _, arms in groups for a in arms for r in a["runs"]])
                    if any(a["stats"].get(m, {}).get("n") for _, arms in groups for a in arms)]
     stat_cols = [f"{s}_{m}" for m in metric_cols for s in ("mean", "std", "n")]
     gain_cols = [f"{s}_{m}" for m in metric_cols for s in ("gain", "gain_std", "gain_ci_low", "gain_ci_high",

@@ -25,7 +25,8 @@ __all__ = ["COMPLETE", "INCOMPLETE", "MISSING", "DET_METRICS", "SEGM_METRICS", "
            "config_task", "config_labels"]
 
 COMPLETE, INCOMPLETE, MISSING = "complete", "incomplete", "missing"
-# Headline metrics per task, in table order (percent).
+# Usual metrics per task, in table order (percent). A detection run's metrics are whatever its evaluation.json
+# holds (COCO: these six; VOC: AP, AP50, AP75); the report orders these first and adds any others after them.
 DET_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 # Mask AP of a Mask R-CNN run (evaluation.json's "segm"), read as "mask_<name of DET_METRICS>".
 SEGM_METRICS = tuple(f"mask_{m}" for m in DET_METRICS)
@@ -172,8 +173,9 @@ def _read_detection(out, cfg, run_dir):
     out["dataset"] = dataset
     out["iteration"] = ev.get("iteration")
     segm = results[dataset].get("segm") or {}
-    out["metrics"] = {k: bbox[k] for k in DET_METRICS if k in bbox}
-    out["metrics"].update({f"mask_{k}": segm[k] for k in DET_METRICS if k in segm})
+    out["metrics"] = {k: v for k, v in bbox.items() if not k.startswith("AP-") and isinstance(v, (int, float))}
+    out["metrics"].update({f"mask_{k}": v for k, v in segm.items()
+                           if not k.startswith("AP-") and isinstance(v, (int, float))})
     out["per_category"] = {k[3:]: v for k, v in bbox.items() if k.startswith("AP-")}
     if ev.get("mode") == "eval-only":
         return COMPLETE, f"evaluation only of {ev.get('weights')}"
@@ -273,6 +275,7 @@ def read_run(run_dir, name=None):
         status, note = INCOMPLETE, "; ".join(n for n in (note, "no readable config.yaml: labels unknown") if n)
     out["status"] = status
     out["note"] = "; ".join([n for n in [note] + notes if n])
-    out["paper_dataset"] = _get(cfg, "KD.LABEL.DATASET") or DATASET_ALIASES.get(out["dataset"], out["dataset"])
+    label = _get(cfg, "KD.LABEL.DATASET") or out["dataset"]
+    out["paper_dataset"] = DATASET_ALIASES.get(label, label)
     return out
 

@@ -4,14 +4,19 @@
   import, under ``$DETECTRON2_DATASETS/shapes``; they are built on first use.
 * Any COCO-format dataset: ``register_coco("name", json, image_root)`` in Python, or
   one config line ``DATASETS.COCO_FORMAT [["name", "ann.json", "images/"]]``.
+* Any Pascal VOC-layout dataset: ``DATASETS.VOC_FORMAT [["name", "dirname", "split", ["class", ...]]]``
+  (:mod:`.voc`); Detectron2's built-in ``voc_2007_*`` / ``voc_2012_*`` are read by the same checked loader.
+* YOLO-format labels: ``DATASETS.YOLO_FORMAT [["name", "images/", "labels/", ["class", ...]]]`` (:mod:`.yolo`).
 * COCO 2017 (``coco_2017_train`` / ``coco_2017_val``) is registered by Detectron2
   itself under ``$DETECTRON2_DATASETS/coco``.
+* Every test set's ``evaluator_type`` is checked at start (:mod:`kd_det.evaluation.evaluators`).
 
 :func:`setup_datasets` runs before any training step, so a missing path fails at
 start with one sentence naming the path and the environment variable. Every COCO-json
 dataset used (ours and Detectron2's built-ins) is read by :func:`load_coco_checked`:
 
-* a json that cannot be parsed, has no images or no annotations is refused (one sentence);
+* a json that cannot be parsed, has no images or no annotations, or lists images that do not exist
+  under its image root, is refused (one sentence, before the first step);
 * boxes with zero/negative width or height, non-finite numbers, or lying entirely outside
   their image are *skipped with one counted warning*, not refused: COCO-style files from
   annotation tools often hold a few such boxes, Detectron2 would otherwise pass them on
@@ -30,7 +35,10 @@ from detectron2.data.datasets import load_coco_json
 
 from ... import REPO_ROOT
 from ...errors import DatasetError
+from ...evaluation.evaluators import check_evaluator_types
 from .shapes import CATEGORIES, make_shapes, shapes_paths
+from .voc import check_voc_files, register_voc
+from .yolo import check_yolo_files, register_yolo
 
 __all__ = ["DatasetError", "check_masks", "check_num_classes", "datasets_root", "load_coco_checked", "register_coco",
            "register_shapes", "setup_datasets"]
@@ -67,6 +75,10 @@ def load_coco_checked(json_file, image_root, name):
         raise DatasetError(f"{where} is not a COCO instances file ({type(e).__name__}: {e}).") from None
     if not dicts:
         raise DatasetError(f"{where} has no images.")
+    missing = [d["file_name"] for d in dicts if not os.path.isfile(d["file_name"])]
+    if missing:
+        raise DatasetError(f"{where} lists {len(missing)} images that do not exist under {image_root} "
+                           f"(first: {os.path.relpath(missing[0], image_root)}).")
     total = sum(len(d.get("annotations", ())) for d in dicts)
     if total == 0:
         raise DatasetError(f"{where} has no annotations: there is nothing to train on or to compute AP against.")
@@ -150,6 +162,12 @@ def _check_one(name):
         register_coco(name, json_file, meta.image_root)  # a Detectron2 built-in: same files, checked loader
         meta = MetadataCatalog.get(name)
         meta.set(**{k: v for k, v in old.items() if k != "name" and not hasattr(meta, k)})
+    if getattr(meta, "dirname", None) and not getattr(meta, "checked", False):
+        _check_builtin_voc(name, meta)  # a Detectron2 built-in voc_*: same files, checked loader
+    elif getattr(meta, "dirname", None):
+        check_voc_files(name, meta.dirname, meta.split)
+    if getattr(meta, "label_dir", None):
+        check_yolo_files(name, meta.image_root, meta.label_dir)
     if shapes_root is not None and not os.path.isfile(json_file):
         logger.info(f"Building the synthetic shapes dataset under {shapes_root} ...")
         make_shapes(shapes_root)
@@ -160,13 +178,41 @@ def _check_one(name):
                 f"$DETECTRON2_DATASETS (now {datasets_root()}) at the folder that holds it (see datasets/README.md).")
 
 
+def _check_entry(where, entry, fields):
+    """Refuse a ``[name, <fields>, [class, ...]]`` entry of the wrong shape or with a bad class list."""
+    where = f"{where} is {list(entry)!r}"
+    if len(entry) != 4 or not isinstance(entry[3], (list, tuple)):
+        raise DatasetError(f"{where}; expected [name, {fields}, [class, ...]].")
+    classes = list(entry[3])
+    if not classes:
+        raise DatasetError(f"{where}; its class list is empty.")
+    twice = sorted({c for c in classes if classes.count(c) > 1})
+    if twice:
+        raise DatasetError(f"{where}; its class list names {twice[0]!r} twice.")
+
+
+def _check_builtin_voc(name, meta):
+    """Check a Detectron2-registered VOC dataset's files and re-register it with the checked loader."""
+    check_voc_files(name, meta.dirname, meta.split,
+                    f" (Detectron2 registers {name} under $DETECTRON2_DATASETS, now "
+                    f"{os.environ.get('DETECTRON2_DATASETS', 'unset: ./datasets')}; see datasets/README.md)")
+    register_voc(name, meta.dirname, meta.split, meta.thing_classes, getattr(meta, "year", None))
+
+
 def setup_datasets(cfg):
-    """Register ``cfg.DATASETS.COCO_FORMAT`` and check every dataset in TRAIN/TEST exists."""
+    """Register ``cfg.DATASETS.{COCO,VOC,YOLO}_FORMAT``; check every dataset in TRAIN/TEST and the test sets'
+    evaluator types."""
     for i, entry in enumerate(cfg.DATASETS.COCO_FORMAT):
         if len(entry) != 3:
             raise DatasetError(
                 f"DATASETS.COCO_FORMAT[{i}] is {list(entry)!r}; expected [name, json_file, image_root].")
         register_coco(*entry)
+    for key, fields, register in (("VOC_FORMAT", "dirname, split", register_voc),
+                                  ("YOLO_FORMAT", "image_dir, label_dir", register_yolo)):
+        for i, entry in enumerate(cfg.DATASETS[key]):
+            _check_entry(f"DATASETS.{key}[{i}]", entry, fields)
+            register(*entry)
+    check_evaluator_types([n for n in cfg.DATASETS.TEST if n in DatasetCatalog.list()])  # before any path check
     for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
         _check_one(name)
 

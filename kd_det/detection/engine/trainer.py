@@ -1,4 +1,4 @@
-"""Detectron2 ``DefaultTrainer`` with kd_det's training step, checkpointer, COCO evaluator and log settings."""
+"""Detectron2 ``DefaultTrainer`` with kd_det's training step, checkpointer, evaluators and log settings."""
 import json
 import logging
 import os
@@ -17,7 +17,7 @@ from ..modeling import check_distill_arch  # (importing it registers DistillRCNN
 from ...core import ResumableSampler, atomic_write_text, resolve_teacher_mode, write_run_info
 from ..data import check_masks, check_num_classes
 from ...errors import NonFiniteLossError, UserError
-from ...evaluation.evaluator import COCOBoxEvaluator
+from ...evaluation.evaluators import build_evaluator
 from .checkpoint import KDCheckpointer
 from .launch import create_ddp_model
 from .train_loop import KDTrainLoop, amp_mode
@@ -62,7 +62,8 @@ def _log_user_errors_without_traceback():
 
 
 class Trainer(DefaultTrainer):
-    """Train/evaluate any Faster R-CNN FPN config; evaluation is COCO box AP on each test set.
+    """Train/evaluate any Faster R-CNN FPN config; each test set is scored by the evaluator of its
+    ``evaluator_type`` (:mod:`kd_det.evaluation.evaluators`: COCO or VOC box AP).
 
     Differences from ``DefaultTrainer`` (same hooks, same command line):
 
@@ -201,7 +202,7 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         out = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOBoxEvaluator(dataset_name, cfg.TEST.EVAL_BACKEND, out)
+        return build_evaluator(cfg, dataset_name, out)  # by the dataset's evaluator_type
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
@@ -220,10 +221,12 @@ def evaluate_teacher(cfg):
     does during distillation: in ``KD.TEACHER.PRECISION`` and ``KD.TEACHER.CHANNELS_LAST``.
     """
     from ..modeling import DISTILL_ARCHS, build_teacher
+    from ..modeling.teacher import teacher_for_eval
 
     wrapper = DISTILL_ARCHS.get(cfg.MODEL.META_ARCHITECTURE)  # the teacher its wrapper reads, checked alike
     teacher, tcfg, identity = build_teacher(cfg, check=wrapper and wrapper.check_teacher_config)
     mode = resolve_teacher_mode(teacher.device, cfg.KD.TEACHER.PRECISION, cfg.KD.TEACHER.CHANNELS_LAST)
+    model, num_classes = teacher_for_eval(cfg, mode.prepare(teacher), tcfg)  # through KD.TEACHER.CLASS_MAP if set
     tcfg = tcfg.clone()
     tcfg.defrost()
     tcfg.KD.TEACHER.PRECISION, tcfg.KD.TEACHER.CHANNELS_LAST = mode.precision, mode.channels_last
@@ -232,10 +235,11 @@ def evaluate_teacher(cfg):
     tcfg.TEST.EVAL_BACKEND = cfg.TEST.EVAL_BACKEND
     tcfg.KD.LABEL.TEACHER, tcfg.KD.LABEL.STUDENT = cfg.KD.LABEL.TEACHER, cfg.KD.LABEL.STUDENT
     tcfg.KD.LABEL.METHOD = "teacher"
+    tcfg.KD.TEACHER.CLASS_MAP, tcfg.MODEL.ROI_HEADS.NUM_CLASSES = cfg.KD.TEACHER.CLASS_MAP, num_classes
     tcfg.freeze()
     if comm.is_main_process():
         os.makedirs(tcfg.OUTPUT_DIR, exist_ok=True)
         with open(os.path.join(tcfg.OUTPUT_DIR, "config.yaml"), "w") as f:
             f.write(tcfg.dump())
     with mode.context():
-        return Trainer.test(tcfg, mode.prepare(teacher))
+        return Trainer.test(tcfg, model)

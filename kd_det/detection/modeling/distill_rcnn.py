@@ -40,6 +40,7 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ...errors import ConfigError
+from .teacher import select_teacher_logits, teacher_logit_columns
 from .wrapper import DISTILL_PREFIX, DistillDetector, register_distill_arch, student_config
 
 __all__ = ["DistillRCNN", "DISTILL_PREFIX", "student_config"]
@@ -108,9 +109,11 @@ class DistillRCNN(DistillDetector, GeneralizedRCNN):
                      "box_predictor": ("logits_t",)}
 
     @configurable
-    def __init__(self, *, teacher, distill, feature_levels, teacher_identity=None, teacher_mode=None, **kwargs):
+    def __init__(self, *, teacher, distill, feature_levels, teacher_identity=None, teacher_mode=None,
+                 teacher_columns=None, **kwargs):
         super().__init__(**kwargs)
         _check_box_head(self.roi_heads, "The student")
+        self.teacher_columns = teacher_columns  # KD.TEACHER.CLASS_MAP's teacher logit columns (None: all)
         self.setup_distillation(teacher, distill, feature_levels, teacher_identity, teacher_mode)
 
     @classmethod
@@ -122,15 +125,22 @@ class DistillRCNN(DistillDetector, GeneralizedRCNN):
         rh = _check_box_head(student["roi_heads"], f"The student (MODEL.ROI_HEADS.NAME {cfg.MODEL.ROI_HEADS.NAME})")
         shapes = {"logits_s": rh.num_classes + 1, "emb_s": rh.box_head.output_shape.channels,
                   "num_classes": rh.num_classes + 1}
-        return {**student, **cls.build_distillation(cfg, student["backbone"], shapes)}
+        built = cls.build_distillation(cfg, student["backbone"], shapes)
+        distill, teacher = built["distill"], built["teacher"]
+        readers = [k for k, loss in distill.losses.items()  # the terms that read the teacher's class logits
+                   if any(distill.input_maps[k][a] == "logits_t" for a in loss.used_inputs())]
+        columns = teacher_logit_columns(cfg.KD.TEACHER.CLASS_MAP, rh.num_classes, teacher.roi_heads.num_classes,
+                                        readers, cfg.KD.TEACHER.CONFIG_FILE)
+        return {**student, **built, "teacher_columns": columns}
 
     @classmethod
-    def teacher_shapes(cls, teacher):
+    def teacher_shapes(cls, cfg, teacher):
         rh = teacher.roi_heads
         box_head = getattr(rh, "box_head", None)
         if box_head is None or isinstance(box_head, nn.ModuleList):
             return {}  # no single box head: refused by check_teacher if a loss reads it
-        return {"logits_t": rh.num_classes + 1, "emb_t": box_head.output_shape.channels}
+        return {"logits_t": (len(cfg.KD.TEACHER.CLASS_MAP) or rh.num_classes) + 1,
+                "emb_t": box_head.output_shape.channels}
 
     def check_teacher(self, teacher):
         if "box_head" in self.teacher_parts:
@@ -186,5 +196,5 @@ class DistillRCNN(DistillDetector, GeneralizedRCNN):
             trh = t.roi_heads
             out["emb_t"] = trh.box_head(trh.box_pooler([feats[f] for f in trh.box_in_features], boxes))
             if "box_predictor" in self.teacher_parts:
-                out["logits_t"] = trh.box_predictor(out["emb_t"])[0]
+                out["logits_t"] = select_teacher_logits(trh.box_predictor(out["emb_t"])[0], self.teacher_columns)
         return out

@@ -121,7 +121,7 @@ class DistillDetector(DistillContract, FrozenTeacherMixin):
         """
         teacher, _, identity = build_teacher(cfg, check=cls.check_teacher_config)
         levels = list(cfg.KD.FEATURE_LEVELS)
-        shapes = {**shapes, **cls.teacher_shapes(teacher)}
+        shapes = {**shapes, **cls.teacher_shapes(cfg, teacher)}
         for side, backbone, config_file in (("s", student_backbone, "the student config"),
                                             ("t", teacher.backbone, cfg.KD.TEACHER.CONFIG_FILE)):
             out = backbone.output_shape()
@@ -142,8 +142,8 @@ class DistillDetector(DistillContract, FrozenTeacherMixin):
         """Refuse a teacher whose parts the configured losses read but the wrapper cannot run; a no-op here."""
 
     @classmethod
-    def teacher_shapes(cls, teacher):
-        """The teacher's input sizes besides its FPN levels (e.g. ``logits_t``); none here."""
+    def teacher_shapes(cls, cfg, teacher):
+        """The teacher's input sizes besides its FPN levels (e.g. ``logits_t``) under ``cfg``; none here."""
         return {}
 
     def setup_distillation(self, teacher, distill, feature_levels, teacher_identity=None, teacher_mode=None):
