@@ -100,20 +100,30 @@ def run_tool():
     return _run_tool
 
 
-@pytest.fixture(scope="session")
-def teacher_files(tmp_path_factory):
-    """A small R-18 teacher config and a weights file saved from it (random init): (config, weights)."""
+def write_teacher(folder, base, model_yaml):
+    """A small teacher for tests: ``folder/teacher.yaml`` (``_BASE_`` ``base`` + the ``MODEL:`` lines ``model_yaml``)
+    and ``folder/model_final.pth`` saved from it (seed 0, random init). Returns (config, weights)."""
     import torch
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
     from kd_det.config.detection import load_config
 
-    d = tmp_path_factory.mktemp("teacher")
-    cfg_file = d / "teacher.yaml"
-    cfg_file.write_text(f'_BASE_: "{REPO}/configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml"\n'
-                        "MODEL:\n  FPN: {OUT_CHANNELS: 48}\n  ROI_BOX_HEAD: {FC_DIM: 96}\n")
+    cfg_file = folder / "teacher.yaml"
+    cfg_file.write_text(f'_BASE_: "{base}"\nMODEL:\n{model_yaml}')
     torch.manual_seed(0)
-    teacher = build_model(load_config(str(cfg_file)))
-    DetectionCheckpointer(teacher, save_dir=str(d)).save("model_final")
-    return str(cfg_file), str(d / "model_final.pth")
+    DetectionCheckpointer(build_model(load_config(str(cfg_file))), save_dir=str(folder)).save("model_final")
+    return str(cfg_file), str(folder / "model_final.pth")
+
+
+@pytest.fixture(scope="session")
+def teacher_writer():
+    """:func:`write_teacher`, for fixtures of other test folders."""
+    return write_teacher
+
+
+@pytest.fixture(scope="session")
+def teacher_files(tmp_path_factory):
+    """A small R-18 teacher config and a weights file saved from it (random init): (config, weights)."""
+    return write_teacher(tmp_path_factory.mktemp("teacher"), f"{REPO}/configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml",
+                         "  FPN: {OUT_CHANNELS: 48}\n  ROI_BOX_HEAD: {FC_DIM: 96}\n")

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import kd_det  # noqa: F401  (applies kd_det.compat before Detectron2 is imported)
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.structures import PolygonMasks
 from detectron2.utils.events import EventStorage
@@ -24,16 +23,12 @@ SMALL = ["MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MOD
 
 
 @pytest.fixture(scope="module")
-def mask_teacher(tmp_path_factory):
+def mask_teacher(tmp_path_factory, teacher_writer):
     """A small Mask R-CNN R-18 teacher config and a weights file saved from it (random init): (config, weights)."""
-    d = tmp_path_factory.mktemp("mask_teacher")
-    cfg_file = d / "teacher.yaml"
-    cfg_file.write_text(f'_BASE_: "{REPO}/configs/shapes/mask_rcnn_R_34_FPN_shapes_teacher.yaml"\nMODEL:\n'
-                        "  RESNETS: {DEPTH: 18}\n  FPN: {OUT_CHANNELS: 48}\n  ROI_BOX_HEAD: {FC_DIM: 96}\n"
-                        "  ROI_MASK_HEAD: {CONV_DIM: 16, NUM_CONV: 1}\n")
-    torch.manual_seed(0)
-    DetectionCheckpointer(build_model(load_config(str(cfg_file))), save_dir=str(d)).save("model_final")
-    return str(cfg_file), str(d / "model_final.pth")
+    return teacher_writer(tmp_path_factory.mktemp("mask_teacher"),
+                          f"{REPO}/configs/shapes/mask_rcnn_R_34_FPN_shapes_teacher.yaml",
+                          "  RESNETS: {DEPTH: 18}\n  FPN: {OUT_CHANNELS: 48}\n  ROI_BOX_HEAD: {FC_DIM: 96}\n"
+                          "  ROI_MASK_HEAD: {CONV_DIM: 16, NUM_CONV: 1}\n")
 
 
 def mask_cfg(teacher, losses="[{'name': 'reviewkd'}, {'name': 'kd'}]", extra=()):

@@ -222,20 +222,10 @@ SMALL = ["MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MOD
 
 
 @pytest.fixture(scope="module")
-def teacher5(tmp_path_factory):
+def teacher5(tmp_path_factory, teacher_writer):
     """A 5-class R-18 teacher config and its weights (random init, saved): (config, weights)."""
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.modeling import build_model
-
-    from kd_det.config.detection import load_config
-
-    d = tmp_path_factory.mktemp("teacher5")
-    cfg_file = d / "teacher5.yaml"
-    cfg_file.write_text(f'_BASE_: "{STUDENT}"\nMODEL:\n  FPN: {{OUT_CHANNELS: 48}}\n  ROI_BOX_HEAD: {{FC_DIM: 96}}\n'
-                        "  ROI_HEADS: {NUM_CLASSES: 5, SCORE_THRESH_TEST: 0.0}\n")
-    torch.manual_seed(0)
-    DetectionCheckpointer(build_model(load_config(str(cfg_file))), save_dir=str(d)).save("model_final")
-    return str(cfg_file), str(d / "model_final.pth")
+    return teacher_writer(tmp_path_factory.mktemp("teacher5"), STUDENT, "  FPN: {OUT_CHANNELS: 48}\n  ROI_BOX_HEAD: "
+                         "{FC_DIM: 96}\n  ROI_HEADS: {NUM_CLASSES: 5, SCORE_THRESH_TEST: 0.0}\n")
 
 
 def distill5(teacher5, losses, *extra):
