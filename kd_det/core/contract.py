@@ -45,11 +45,14 @@ class DistillContract:
             **schedule: DistillLoss's term-schedule arguments (``warmup``).
 
         Raises:
-            ConfigError: a loss needs an input this task does not provide (that sentence first: it is the real
-                fault), or a loss refuses its parameters ("KD.LOSSES: ...").
+            ConfigError: a bad spec (:func:`kd_det.config.schema.loss_specs`, e.g. ``start_iter`` in classification),
+                a loss needing an input this task does not provide (that sentence first: it is the real fault), or
+                a loss refusing its parameters ("KD.LOSSES: ...").
         """
+        from ..config.schema import loss_specs
         from ..losses import DistillLoss, check_inputs
 
+        specs = loss_specs(specs, cls.TASK)  # idempotent on loaded specs; the config's sentences for direct callers
         try:
             distill = DistillLoss(specs, shapes, **schedule)
         except ValueError as e:
