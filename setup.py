@@ -38,5 +38,9 @@ setup(
         "scipy",  # t-distribution confidence intervals of the seed reports
         "submitit>=1.4",  # tools/sweep.py on a Slurm cluster (and its local executor)
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "deploy": ["onnx", "onnxruntime"],  # export_student.py --format onnx, and running the graph on the CPU
+        "wandb": ["wandb"],  # SOLVER.WANDB.ENABLED
+        "test": ["pytest", "onnx", "onnxruntime", "wandb"],  # the suite exercises both extras
+    },
 )

@@ -274,7 +274,8 @@ def export_and_run_in_stock(cfg, tmp_path):
     DetectionCheckpointer(model, save_dir=str(tmp_path)).save("distilled")
     cfg_file = tmp_path / "distill.yaml"
     cfg_file.write_text(cfg.dump())
-    ckpt, exported_cfg, dropped = export_student(str(cfg_file), str(tmp_path / "distilled.pth"), str(tmp_path / "out"))
+    out = export_student(str(cfg_file), str(tmp_path / "distilled.pth"), str(tmp_path / "out"))
+    ckpt, exported_cfg, dropped = out["checkpoint"], out["config"], out["dropped"]
     image = batch(1)[0]["image"]
     torch.save(image, tmp_path / "x.pt")
     r = subprocess.run([sys.executable, "-c", STOCK_LOAD, exported_cfg, ckpt, str(tmp_path / "x.pt"),
