@@ -127,3 +127,4 @@ def teacher_files(tmp_path_factory):
     """A small R-18 teacher config and a weights file saved from it (random init): (config, weights)."""
     return write_teacher(tmp_path_factory.mktemp("teacher"), f"{REPO}/configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml",
                          "  FPN: {OUT_CHANNELS: 48}\n  ROI_BOX_HEAD: {FC_DIM: 96}\n")
+

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ..core import atomic_save, non_finite_term, resolve_amp, resolve_teacher_mode, seed_all, write_run_info
+from ..core.wandb_log import WandbRun, require_wandb
 from ..errors import ConfigError, NonFiniteLossError
 from ..safe_load import load_torch
 from . import dist
@@ -187,13 +188,16 @@ def _resume(path: str, distiller: Distiller, optimizer, scaler) -> tuple:
     return ckpt["epoch"], ckpt["best_top1"]
 
 
-def _write_record(cfg, writer, record: Dict[str, float]) -> None:
+def _write_record(cfg, writer, record: Dict[str, float], wandb_run=None) -> None:
+    """One epoch's ``record`` to metrics.json, TensorBoard and (``SOLVER.WANDB.ENABLED``) W&B, at step = epoch."""
     with open(os.path.join(cfg.OUTPUT_DIR, "metrics.json"), "a") as f:
         f.write(json.dumps(record) + "\n")
-    for k, v in record.items():
-        if k != "epoch" and isinstance(v, (int, float)):
-            writer.add_scalar(k, v, record["epoch"])
+    scalars = {k: v for k, v in record.items() if k != "epoch" and isinstance(v, (int, float))}
+    for k, v in scalars.items():
+        writer.add_scalar(k, v, record["epoch"])
     writer.flush()
+    if wandb_run is not None:
+        wandb_run.log(scalars, step=record["epoch"])
 
 
 def train(cfg, resume: bool = False) -> Dict[str, float]:
@@ -206,6 +210,7 @@ def train(cfg, resume: bool = False) -> Dict[str, float]:
     Returns:
         the last evaluation (``top1``, ``top5``, ``loss``), ``best_top1`` and ``epochs``.
     """
+    require_wandb(cfg)  # SOLVER.WANDB.ENABLED without wandb: refused before anything is written
     device = resolve_device(cfg)
     dist.init_distributed(device.type)
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -241,6 +246,7 @@ def train(cfg, resume: bool = False) -> Dict[str, float]:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(cfg.OUTPUT_DIR)
+    wandb_run = WandbRun(cfg, "classification") if dist.is_main() and cfg.SOLVER.WANDB.ENABLED else None
     result: Optional[Dict[str, float]] = None
     epochs = cfg.SOLVER.EPOCHS
     for epoch in range(start, epochs):
@@ -268,7 +274,7 @@ def train(cfg, resume: bool = False) -> Dict[str, float]:
         record["val/best_top1"] = best
         record["time/epoch_s"] = time.perf_counter() - t0
         if dist.is_main():
-            _write_record(cfg, writer, record)
+            _write_record(cfg, writer, record, wandb_run)
             logger.info("epoch %d/%d %s", epoch + 1, epochs, json.dumps(
                 {k: round(v, 4) for k, v in record.items() if k != "epoch"}))
             if last or (epoch + 1) % cfg.SOLVER.CHECKPOINT_PERIOD == 0:
@@ -284,6 +290,8 @@ def train(cfg, resume: bool = False) -> Dict[str, float]:
     if dist.is_main():
         _save_weights(cfg, distiller, os.path.join(cfg.OUTPUT_DIR, FINAL))
         writer.close()
+        if wandb_run is not None:
+            wandb_run.close()
     dist.barrier()
     return {**result, "best_top1": best, "epochs": epochs}
 

@@ -98,6 +98,11 @@ _C.SOLVER.AMP.ENABLED = False
 _C.SOLVER.AMP.PRECISION = ""
 # Save last_checkpoint.pth every this many epochs (and always after the last one)
 _C.SOLVER.CHECKPOINT_PERIOD = 1
+_C.SOLVER.WANDB = CN()
+# Log metrics.json's per-epoch scalars to Weights & Biases too (main process; needs pip install -e ".[wandb]")
+_C.SOLVER.WANDB.ENABLED = False
+# W&B project of the runs (each run is named after its OUTPUT_DIR folder)
+_C.SOLVER.WANDB.PROJECT = "kd_det"
 
 _C.TEST = CN()
 # Evaluation batch size per process

@@ -33,6 +33,11 @@ def add_run_config(cfg):
     cfg.SOLVER.LOG_PERIOD = 20
     # Logged losses are medians over this many iterations (Detectron2: 20); 1 logs each step's raw value.
     cfg.SOLVER.LOG_WINDOW = 20
+    cfg.SOLVER.WANDB = CN()
+    # Log metrics.json's scalars to Weights & Biases too (main process; needs pip install -e ".[wandb]").
+    cfg.SOLVER.WANDB.ENABLED = False
+    # W&B project of the runs (each run is named after its OUTPUT_DIR folder).
+    cfg.SOLVER.WANDB.PROJECT = "kd_det"
     # Autocast dtype when SOLVER.AMP.ENABLED (name as in later Detectron2): "float16" (with a GradScaler)
     # or "bfloat16"; "" = float16 on CUDA, bfloat16 on CPU.
     cfg.SOLVER.AMP.PRECISION = ""

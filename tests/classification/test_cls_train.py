@@ -204,3 +204,18 @@ def test_eval_only_of_a_distillation_config_needs_no_teacher(tmp_path, tiny_cifa
                              "MODEL.WEIGHTS", weights, "KD.TEACHER.ARCH", SMOKE_TEACHER,
                              "KD.TEACHER.WEIGHTS", str(tmp_path / "gone.pth")])
     assert result["num_images"] == 32 and 0.0 <= result["top1"] <= 100.0
+
+
+def test_wandb_offline_run_holds_the_epoch_record(tmp_path, tiny_cifar, train_cls, monkeypatch):
+    from wandb_history import read_wandb_history
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    argv = ["--config", os.path.join(PAIR, "student.yaml"), *tiny_overrides(tiny_cifar, str(tmp_path)),
+            "MODEL.ARCH", SMOKE_STUDENT, "SOLVER.WANDB.ENABLED", "True"]
+    train_cls.main(argv)
+    (record,) = read_metrics(str(tmp_path))
+    (logged,) = read_wandb_history(str(tmp_path))
+    assert logged["_step"] == record["epoch"] == 1
+    assert {k: v for k, v in logged.items() if not k.startswith("_")} == {k: v for k, v in record.items()
+                                                                          if k != "epoch"}
+    assert "train/loss_ce" in logged

@@ -13,8 +13,10 @@ CFG = "configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml"
 @pytest.fixture(scope="module")
 def trained(tiny_shapes, tmp_path_factory, run_tool, tiny_opts):
     out = str(tmp_path_factory.mktemp("train"))
-    r = run_tool("train_net.py", ["--config-file", CFG, "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3",
-                                  "OUTPUT_DIR", out, *tiny_opts], tiny_shapes)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "offline")  # W&B writes its run under OUTPUT_DIR/wandb, nothing is sent
+        r = run_tool("train_net.py", ["--config-file", CFG, "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3",
+                                      "OUTPUT_DIR", out, "SOLVER.WANDB.ENABLED", "True", *tiny_opts], tiny_shapes)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out
 
@@ -31,6 +33,33 @@ def test_training_writes_outputs(trained):
     losses = [r["total_loss"] for r in rows if "total_loss" in r]
     assert losses and all(math.isfinite(v) for v in losses)
     assert any("bbox/AP" in r for r in rows)  # the final evaluation reached metrics.json
+
+
+def test_wandb_offline_run_holds_what_metrics_json_holds(trained):
+    from wandb_history import read_wandb_history
+
+    with open(os.path.join(trained, "metrics.json")) as f:
+        rows = [json.loads(line) for line in f]
+    history = {row["_step"]: row for row in read_wandb_history(trained)}
+    assert sorted(history) == [row["iteration"] for row in rows]
+    for row in rows:
+        logged = history[row["iteration"]]
+        assert {k: v for k, v in row.items() if k != "iteration"} == {k: v for k, v in logged.items()
+                                                                      if not k.startswith("_")}
+    assert any("loss_cls" in row for row in rows)
+
+
+def test_wandb_without_the_package_is_refused_at_start(monkeypatch):
+    import sys
+
+    from kd_det.config.detection import load_config
+    from kd_det.core.wandb_log import require_wandb
+    from kd_det.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(ConfigError, match=r"^SOLVER.WANDB.ENABLED True needs the wandb package, which is not "
+                                          r"installed; install kd_det's wandb extra \(pip install -e \"\.\[wandb\]\"\)"):
+        require_wandb(load_config(CFG, ["SOLVER.WANDB.ENABLED", "True"]))
 
 
 def test_evaluation_is_finite(trained):

@@ -1,4 +1,4 @@
 """Datasets: the built-in synthetic shapes set and COCO-format registration helpers."""
 from .datasets import (DatasetError, check_masks, check_num_classes, datasets_root, load_coco_checked,  # noqa: F401
-                       register_coco, register_shapes, setup_datasets)
+                       register_coco, register_datasets, register_shapes, setup_datasets)
 from .shapes import make_shapes, shapes_paths  # noqa: F401

@@ -41,7 +41,7 @@ from .voc import check_voc_files, register_voc
 from .yolo import check_yolo_files, register_yolo
 
 __all__ = ["DatasetError", "check_masks", "check_num_classes", "datasets_root", "load_coco_checked", "register_coco",
-           "register_shapes", "setup_datasets"]
+           "register_datasets", "register_shapes", "setup_datasets"]
 
 logger = logging.getLogger(__name__)
 _REPO_DATASETS = os.path.join(REPO_ROOT, "datasets")
@@ -199,9 +199,8 @@ def _check_builtin_voc(name, meta):
     register_voc(name, meta.dirname, meta.split, meta.thing_classes, getattr(meta, "year", None))
 
 
-def setup_datasets(cfg):
-    """Register ``cfg.DATASETS.{COCO,VOC,YOLO}_FORMAT``; check every dataset in TRAIN/TEST and the test sets'
-    evaluator types."""
+def register_datasets(cfg):
+    """Register ``cfg.DATASETS.{COCO,VOC,YOLO}_FORMAT`` (entries' form checked; their files are read at load)."""
     for i, entry in enumerate(cfg.DATASETS.COCO_FORMAT):
         if len(entry) != 3:
             raise DatasetError(
@@ -212,6 +211,11 @@ def setup_datasets(cfg):
         for i, entry in enumerate(cfg.DATASETS[key]):
             _check_entry(f"DATASETS.{key}[{i}]", entry, fields)
             register(*entry)
+
+
+def setup_datasets(cfg):
+    """:func:`register_datasets`, then check every dataset in TRAIN/TEST and the test sets' evaluator types."""
+    register_datasets(cfg)
     check_evaluator_types([n for n in cfg.DATASETS.TEST if n in DatasetCatalog.list()])  # before any path check
     for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
         _check_one(name)

@@ -8,6 +8,7 @@ from detectron2.utils.logger import setup_logger
 from ...config.detection import load_config
 from ..data import setup_datasets
 from ..modeling import check_distill_arch
+from ...core.wandb_log import require_wandb
 from ...errors import ConfigError
 from ...weights_catalog import require_weights
 
@@ -21,6 +22,7 @@ def setup(args):
         raise ConfigError(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but no CUDA GPU is visible; "
                           "add `MODEL.DEVICE cpu` to run on the CPU.")
     check_distill_arch(cfg)  # KD.LOSSES on a plain meta-architecture would train undistilled: refused
+    require_wandb(cfg)  # SOLVER.WANDB.ENABLED without wandb: refused before anything trains
     if not (getattr(args, "eval_teacher", False)  # MODEL.WEIGHTS is read unless a teacher run or a resume skips it
             or (args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")))):
         require_weights("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS)  # missing: the sentence names the fetch command

@@ -10,11 +10,13 @@ from detectron2.data import build_detection_train_loader
 from detectron2.data.build import _train_loader_from_config
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.utils import comm
-from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter, get_event_storage
+from detectron2.utils.events import (CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter,
+                                     get_event_storage)
 from torch.utils.data import DataLoader
 
 from ..modeling import check_distill_arch  # (importing it registers DistillRCNN and the extra backbones)
 from ...core import ResumableSampler, atomic_write_text, resolve_teacher_mode, write_run_info
+from ...core.wandb_log import WandbRun
 from ..data import check_masks, check_num_classes
 from ...errors import NonFiniteLossError, UserError
 from ...evaluation.evaluators import build_evaluator
@@ -59,6 +61,28 @@ def _log_user_errors_without_traceback():
     log = logging.getLogger("detectron2.engine.train_loop")
     if not any(isinstance(f, _UserErrorsWithoutTraceback) for f in log.filters):
         log.addFilter(_UserErrorsWithoutTraceback())
+
+
+class WandbWriter(EventWriter):
+    """Writes what Detectron2's :class:`JSONWriter` writes to metrics.json (same scalars, same smoothing, one record
+    per iteration, each once) to a W&B run (:class:`kd_det.core.wandb_log.WandbRun`)."""
+
+    def __init__(self, cfg, window_size=20):
+        self._window_size, self._last_write = window_size, -1
+        self._run = WandbRun(cfg, "detection")
+
+    def write(self):
+        per_iter = {}
+        for k, (v, it) in get_event_storage().latest_with_smoothing_hint(self._window_size).items():
+            if it > self._last_write:
+                per_iter.setdefault(it, {})[k] = v
+        for it in sorted(per_iter):
+            self._run.log(per_iter[it], step=it)
+        if per_iter:
+            self._last_write = max(per_iter)
+
+    def close(self):
+        self._run.close()
 
 
 class Trainer(DefaultTrainer):
@@ -173,6 +197,8 @@ class Trainer(DefaultTrainer):
         self._writers = [CommonMetricPrinter(self.max_iter, window_size=window),
                          JSONWriter(os.path.join(out, "metrics.json"), window_size=window),
                          TensorboardXWriter(out, window_size=window)]
+        if self.cfg.SOLVER.WANDB.ENABLED:  # build_writers runs on the main process only
+            self._writers.append(WandbWriter(self.cfg, window_size=window))
         return self._writers
 
     @classmethod

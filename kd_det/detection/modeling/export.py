@@ -26,7 +26,7 @@ from ...errors import ConfigError
 from ...safe_load import load_torch
 from .wrapper import DISTILL_PREFIX, student_config
 
-__all__ = ["export_student", "DeployModel", "EXPORT_FORMATS", "OUTPUT_NAMES", "GRAPH_FILES", "require_exporter"]
+__all__ = ["export_student", "load_student", "DeployModel", "EXPORT_FORMATS", "OUTPUT_NAMES", "GRAPH_FILES", "require_exporter"]
 
 #: --format value -> what it writes besides config.yaml.
 EXPORT_FORMATS = ("pth", "torchscript", "onnx")
@@ -133,10 +133,21 @@ class DeployModel(nn.Module):
         return inst
 
 
-def _load_student(cfg, student, weights):
-    """The student of ``cfg`` with the tensors ``student`` (strict), in eval mode; a mismatch is one sentence."""
+def load_student(cfg, weights):
+    """The student of ``cfg`` (built on its ``MODEL.DEVICE``, eval mode) holding the tensors of the checkpoint
+    ``weights`` (train_net.py's, ``distill.*`` dropped, or an exported one), loaded strictly: a missing, unexpected
+    or differently shaped tensor is one sentence, never Detectron2's skip-with-a-warning.
+
+    Returns:
+        (model, student state dict, number of dropped distillation tensors).
+    """
     from detectron2.modeling import build_model
 
+    ckpt = load_torch(weights, "Checkpoint")
+    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ConfigError(f"Checkpoint {weights} holds no model state dict.")
+    student = {k: v for k, v in state.items() if not k.startswith(DISTILL_PREFIX)}
     model = build_model(cfg).eval()
     own = model.state_dict()
     bad = {"missing": [k for k in own if k not in student], "unexpected": [k for k in student if k not in own],
@@ -146,7 +157,7 @@ def _load_student(cfg, student, weights):
         raise ConfigError(f"--weights {weights} does not fit the config's student ({cfg.MODEL.META_ARCHITECTURE}, "
                           f"{cfg.MODEL.BACKBONE.NAME}): tensors {detail}.")
     model.load_state_dict(student)
-    return model
+    return model, student, len(state) - len(student)
 
 
 def _example_image(cfg):
@@ -197,17 +208,11 @@ def export_student(config_file, weights, out_dir, opts=(), fmt="pth"):
     cfg = student_config(load_config(config_file, opts))
     if cfg.MODEL.KEYPOINT_ON:
         raise ConfigError("MODEL.KEYPOINT_ON True: export_student.py exports box and mask students only.")
-    ckpt = load_torch(weights, "Checkpoint")
-    model = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(model, dict):
-        raise ConfigError(f"Checkpoint {weights} holds no model state dict.")
-    student = {k: v for k, v in model.items() if not k.startswith(DISTILL_PREFIX)}
-    dropped = len(model) - len(student)
     cfg.defrost()
     cfg.MODEL.WEIGHTS = ""
     on_cpu = cfg.clone()
     on_cpu.MODEL.DEVICE = "cpu"  # exported graphs are traced on the CPU; config.yaml keeps the run's device
-    built = _load_student(on_cpu, student, weights)  # refuses a checkpoint that does not fit, before writing anything
+    built, student, dropped = load_student(on_cpu, weights)  # a checkpoint that does not fit: refused, nothing written
     _keep_stock_keys(cfg)
     os.makedirs(out_dir, exist_ok=True)
     out = {"checkpoint": os.path.join(out_dir, "model_final.pth"), "config": os.path.join(out_dir, "config.yaml"),
