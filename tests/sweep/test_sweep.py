@@ -154,3 +154,28 @@ def test_slurm_request_and_missing_sbatch(tmp_path, monkeypatch):
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8", "#SBATCH --time=90",
                  "#SBATCH --cpus-per-task=10", "#SBATCH --partition=gpu", "#SBATCH --account=proj"):
         assert line in text, text
+
+
+def test_a_paper_row_swept_on_own_class_folders_is_reported_under_its_data(tmp_path, run_tool):
+    """Issue 22's wrong comparison, end to end: the CIFAR-100 row run by the sweep on one's own class folders is
+    reported as that data ("folders"), with no CIFAR-100 paper top-1 or delta beside it."""
+    from PIL import Image
+
+    data = tmp_path / "folders"
+    rng = __import__("numpy").random.default_rng(0)
+    for split, n in (("train", 8), ("val", 4)):
+        for c in ("cat", "dog"):
+            (data / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype="uint8")).save(data / split / c / f"{i}.png")
+    out = str(tmp_path / "sweep")
+    r = run_tool("sweep.py", ["--configs", CLS, "--seeds", "0", "--output-dir", out, "--no-plots",
+                              "DATA.NAME", "imagenet", "DATA.ROOT", str(data), "DATA.NUM_CLASSES", "2",
+                              "INPUT.SIZE", "32", "DATA.NUM_WORKERS", "0", "SOLVER.EPOCHS", "1",
+                              "SOLVER.BATCH_SIZE", "8", "TEST.BATCH_SIZE", "8"], str(tmp_path))
+    assert r.returncode == 0, _fail(r)
+    with open(os.path.join(out, "report", "report.md")) as f:
+        md = f.read()
+    assert "## classification: folders" in md and "classification: cifar100" not in md
+    assert "| Paper" not in md  # no paper column, so no delta either
+    assert "No paper delta: the papers report on cifar100, coco2017_val, imagenet, not on folders." in md
