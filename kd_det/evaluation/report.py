@@ -153,7 +153,25 @@ def _arms_of(runs):
     return {k: sorted(a, key=lambda r: (r["seed"] is None, r["seed"] or 0)) for k, a in arms.items()}
 
 
+def _seed_ranges(seeds):
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    out, seeds = [], sorted(seeds)
+    for s in seeds:
+        if out and s == out[-1][1] + 1:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in out)
+
+
 def _arm_label(runs):
+    """The arm's runs named once: "R-18 + DKD, seeds 0-2" when the names differ only in their seed (", seed 0",
+    "/seed0"), else every name."""
+    if len(runs) > 1 and all(r["seed"] is not None for r in runs):
+        templates = {re.sub(rf"seed\s*{r['seed']}(?!\d)", "\x00", r["run"], count=1) for r in runs}
+        if len(templates) == 1 and "\x00" in next(iter(templates)):
+            label = next(iter(templates)).replace("/\x00", ", \x00")  # "dkd/seed0" -> "dkd, seeds 0-2"
+            return label.replace("\x00", f"seeds {_seed_ranges({r['seed'] for r in runs})}")
     return ", ".join(r["run"] for r in runs)
 
 
@@ -330,8 +348,9 @@ def _group_markdown(key, rows, arms, paper_datasets, plot_rel):
         def cat_mean(a, c):
             return _mean_std(summarize(r["per_category"].get(c) for r in a["runs"] if r["status"] == COMPLETE))
 
-        out += ["", "Per-category AP:", "", "| Category | " + " | ".join(f"{a['method']} ({a['label']})" for a in arms)
-                + " |", "|" + "---|" * (len(arms) + 1)]
+        methods = [a["method"] for a in arms]  # an arm's label only where two arms share a method
+        heads = [a["method"] + (f" ({a['label']})" if methods.count(a["method"]) > 1 else "") for a in arms]
+        out += ["", "Per-category AP:", "", "| Category | " + " | ".join(heads) + " |", "|" + "---|" * (len(arms) + 1)]
         out += [f"| {c} | " + " | ".join(cat_mean(a, c) for a in arms) + " |" for c in cats]
     return out + [""]
 
