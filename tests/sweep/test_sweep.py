@@ -72,7 +72,7 @@ def test_serial_detection_sweep_skips_done_and_resumes(tiny_shapes, tmp_path, ru
         arms = list(csv.DictReader(f))
     assert [(a["method"], a["n"], a["seeds"], a["scale"]) for a in arms] == [("student", "2", "0 1", "1 x 2")]
     md = open(os.path.join(out, "report", "report.md")).read()
-    assert "faster_rcnn_R_18_FPN_shapes/seed0, faster_rcnn_R_18_FPN_shapes/seed1" in md
+    assert "| faster_rcnn_R_18_FPN_shapes, seeds 0-1 |" in md  # the arm named once, its seeds compact
 
     # seed 1 "crashed" after its first checkpoint; seed 0 finished
     final0 = os.path.getmtime(os.path.join(runs[0], "model_final.pth"))
