@@ -30,6 +30,10 @@ from .fgfi import FGFILoss, fgfi_mask, fgfi_masks  # noqa: E402
 from .reviewkd import ReviewKDLoss, hcl_loss  # noqa: E402
 from .msd import MSDLoss, msd_stage_loss, multi_scale_pool  # noqa: E402
 from .crd import CRDLoss  # noqa: E402
+from .pkd import PKDLoss  # noqa: E402
+from .cwd import CWDLoss  # noqa: E402
+from .mgd import MGDLoss  # noqa: E402
+from .fgd import FGDLoss, fgd_masks  # noqa: E402
 from .combine import DistillLoss, check_inputs  # noqa: E402
 from .vocabulary import INPUTS, TEACHER_INPUTS  # noqa: E402
 
@@ -39,4 +43,5 @@ __all__ = [
     "kd_loss", "dkd_loss", "dkd_terms", "ckd_loss", "dcd_loss", "hcl_loss", "msd_stage_loss", "multi_scale_pool",
     "fgfi_mask", "fgfi_masks",
     "KDLoss", "DKDLoss", "CKDLoss", "DCDLoss", "FitNetLoss", "FGFILoss", "ReviewKDLoss", "MSDLoss", "CRDLoss",
+    "PKDLoss", "CWDLoss", "MGDLoss", "FGDLoss", "fgd_masks",
 ]

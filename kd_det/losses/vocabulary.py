@@ -33,7 +33,7 @@ INPUTS: dict[str, str] = {
     "teacher_classifier": "callable (M, D_t) -> (M, num_classes) teacher logits (MSD cell labels)",
     "anchors": "per FPN level (list, or dict keyed like the features) of (H_l*W_l*A, 4) xyxy anchors, "
                "Detectron2's order (FGFI)",
-    "gt_boxes": "per image, list of (G_i, 4) xyxy GT boxes (FGFI)",
+    "gt_boxes": "per image, list of (G_i, 4) xyxy GT boxes in the padded input batch's pixels (FGFI, FGD)",
     "object_id": "(N,) int64 object each sample shows (detection: matched GT box, unique over the batch, "
                  "-1 = background); optional for DCD / CKD",
 }

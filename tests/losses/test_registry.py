@@ -13,7 +13,7 @@ from loss_cases import ALL_LOSSES, float_inputs, make_case
 from kd_det.losses import (LOSS_REGISTRY, DistillLoss, LossExample, LossModule, NonFiniteInputError, build_loss, ckd_loss, kd_loss,
                            register_loss, vocabulary)
 
-SHIPPED = ["kd", "dkd", "ckd", "dcd", "fitnet", "fgfi", "reviewkd", "msd", "crd"]
+SHIPPED = ["kd", "dkd", "ckd", "dcd", "fitnet", "fgfi", "reviewkd", "msd", "crd", "pkd", "cwd", "mgd", "fgd"]
 
 
 def test_registry_names():
