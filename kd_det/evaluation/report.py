@@ -33,11 +33,14 @@ HEADLINE = {"detection": "AP", "classification": "top1"}
 
 
 def load_paper_results(path=None):
-    """The papers' numbers: {(dataset, teacher, student, method, metric): (value, source)}.
+    """The papers' numbers: {(dataset, teacher, student, method, metric): (value, source, harness)}.
 
     Args:
         path: a CSV with columns task, dataset, teacher, student, method, metric, value,
-            source (default: the packaged ``kd_det/data/paper_results.csv``).
+            source and optionally harness (default: the packaged ``kd_det/data/paper_results.csv``).
+            ``harness`` is empty when the number comes from the setting the row's config reproduces (the
+            papers' Detectron2 / CIFAR recipes), else it names the other one (e.g. "mmdetection ... 2x"): the
+            report then marks the delta as one across harnesses.
     """
     path = path or PAPER_CSV
     out = {}
@@ -48,7 +51,7 @@ def load_paper_results(path=None):
             raise ValueError(f"{path} lacks the column(s) {', '.join(sorted(need - set(reader.fieldnames or ())))}.")
         for row in reader:
             key = tuple(row[k] for k in ("dataset", "teacher", "student", "method", "metric"))
-            out[key] = (float(row["value"]), row["source"])
+            out[key] = (float(row["value"]), row["source"], (row.get("harness") or "").strip())
     return out
 
 
@@ -219,7 +222,7 @@ def group_rows(key, runs, paper):
             hit = paper.get((r["paper_dataset"], teacher, student, r["method"], m))
             if hit is None:
                 continue
-            row[f"paper_{m}"], row["paper_source"] = hit
+            row[f"paper_{m}"], row["paper_source"], row["paper_harness"] = hit
             if r["metrics"].get(m) is not None:
                 row[f"diff_{m}"] = r["metrics"][m] - hit[0]
         rows.append(row)
@@ -239,7 +242,8 @@ def group_arms(key, rows):
         "scale", "progress", "stats" ({metric: {n, mean, std}}), "gain" ({metric: {n (paired
         seeds), mean, std, ci_low, ci_high, verdict, paired}}), "verdict" (headline metric;
         "baseline" for the baseline, "" for teacher runs), "paper_<m>", "diff_<m>" (arm mean -
-        paper), "paper_source" and "is_baseline".
+        paper), "paper_source", "paper_harness" (another harness than the row's; "" = the same) and
+        "is_baseline".
     """
     task = key[0]
     base_arm = _baseline_arm(rows)
@@ -254,7 +258,8 @@ def group_arms(key, rows):
                "status": status, "n": len(done), "seeds": sorted({r["seed"] for r in done if r["seed"] is not None}),
                "scale": "; ".join(dict.fromkeys(r["scale"] for r in members)),
                "progress": progress.pop() if len(progress) == 1 else "mixed", "stats": {}, "gain": {},
-               "paper_source": first.get("paper_source", ""), "is_baseline": is_base,
+               "paper_source": first.get("paper_source", ""), "paper_harness": first.get("paper_harness", ""),
+               "is_baseline": is_base,
                "verdict": "baseline" if is_base else ""}
         for m in _metrics_of(task, rows):
             arm["stats"][m] = summarize(r["metrics"].get(m) for r in done)
@@ -321,11 +326,15 @@ def _group_markdown(key, rows, arms, paper_datasets, plot_rel):
         cells = [a["method"] + (" (baseline)" if a["is_baseline"] else ""), a["label"], a["status"], a["progress"]]
         cells += [_mean_std(a["stats"][m]) for m in metrics]
         cells += [_fmt(g["mean"] if g else None, True), _ci(g), verdict, str(a["n"]), a["scale"]]
-        cells += [f"{_fmt(a[f'paper_{m}'])} ({_fmt(a.get(f'diff_{m}'), True)})" if f"paper_{m}" in a else "-"
+        mark = "†" if a["paper_harness"] else ""  # a delta across harnesses is never shown without saying so
+        cells += [f"{_fmt(a[f'paper_{m}'])} ({_fmt(a.get(f'diff_{m}'), True)}){mark}" if f"paper_{m}" in a else "-"
                   for m in pm]
-        cells += [a["paper_source"] or "-"] if pm else []
+        cells += [a["paper_source"] + (f" ({a['paper_harness']})" if mark else "") or "-"] if pm else []
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
+    if any(a["paper_harness"] for a in arms):
+        out.append("† published on another harness (named in Source): that Δ compares across code bases, schedules and "
+                   "teacher weights, so it is not a reproduction gap.  ")
     if not rows[0]["baseline_run"]:
         out.append("No complete student baseline run in this group: no gain over the baseline is shown.  ")
     if any(a["n"] > 1 for a in arms):
@@ -366,10 +375,10 @@ def _write_csv(path, rows):
     cats = sorted({c for r in rows for c in r["per_category"]})
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(CSV_HEAD + metric_cols + extra + ["paper_source"] + [f"AP-{c}" for c in cats])
+        w.writerow(CSV_HEAD + metric_cols + extra + ["paper_source", "paper_harness"] + [f"AP-{c}" for c in cats])
         for r in rows:
             vals = [r.get(k, "") for k in CSV_HEAD] + [r["metrics"].get(m, "") for m in metric_cols]
-            vals += [r.get(k, "") for k in extra] + [r.get("paper_source", "")]
+            vals += [r.get(k, "") for k in extra] + [r.get("paper_source", ""), r.get("paper_harness", "")]
             w.writerow(["" if v is None else v for v in vals] + [r["per_category"].get(c, "") for c in cats])
 
 
@@ -388,7 +397,7 @@ def _write_summary_csv(path, groups):
                   if any(f"{p}_{m}" in a for _, arms in groups for a in arms)]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(SUMMARY_HEAD + stat_cols + gain_cols + paper_cols + ["paper_source"])
+        w.writerow(SUMMARY_HEAD + stat_cols + gain_cols + paper_cols + ["paper_source", "paper_harness"])
         for key, arms in groups:
             for a in arms:
                 vals = [" / ".join(x or "-" for x in key), *key[:4], a["method"], a["role"], a["label"], a["status"],
@@ -400,7 +409,7 @@ def _write_summary_csv(path, groups):
                     g = a["gain"].get(m) or {}
                     vals += [g.get("mean"), g.get("std"), g.get("ci_low"), g.get("ci_high"),
                              g.get("n") if g.get("paired") else (0 if g else None), g.get("verdict")]
-                vals += [a.get(k) for k in paper_cols] + [a["paper_source"]]
+                vals += [a.get(k) for k in paper_cols] + [a["paper_source"], a["paper_harness"]]
                 w.writerow(["" if v is None else v for v in vals])
 
 

@@ -160,9 +160,9 @@ def test_packaged_paper_results():
     paper = load_paper_results()
     assert os.path.basename(PAPER_CSV) == "paper_results.csv" and len(paper) >= 247
     dcd = paper[("coco2017_val", "R101", "R18", "DCD", "AP")]
-    assert dcd == (36.98, "DCD paper (Giakoumoglou & Stathaki), Table 4")
+    assert dcd == (36.98, "DCD paper (Giakoumoglou & Stathaki), Table 4", "")  # "": the row config's own harness
     assert paper[("imagenet", "ResNet-34", "ResNet-18", "CKD", "top1")][0] == 72.24
-    assert all(src for _, src in paper.values())
+    assert all(src for _, src, _ in paper.values())
     with open(PAPER_CSV, newline="") as f:
         keys = [tuple(r[k] for k in ("dataset", "teacher", "student", "method", "metric")) for r in csv.DictReader(f)]
     assert len(keys) == len(set(keys))  # one value per row of a paper table
@@ -186,3 +186,20 @@ def test_unlabelled_runs_get_derived_roles(tmp_path):
     assert [(r["method"], r["run"], r["group"]) for r in result["rows"]] == [
         ("teacher", "teacher", group), ("student", "student", group), ("DCD", "dcd", group)]
     assert "Labels derived from the config" in result["markdown"] and "No paper delta" in result["markdown"]
+
+
+def test_a_paper_number_from_another_harness_is_marked(tmp_path):
+    """PKD's published R101 -> R50 number is mmdetection 2x: its delta carries a mark and the sentence saying so;
+    the same-harness rows (DCD's) carry none."""
+    dirs = [det_run(str(tmp_path / "pkd"), "PKD", "R101", "R50", 39.0, kd_losses=("loss_pkd",)),
+            det_run(str(tmp_path / "dcd"), "DCD", "R101", "R50", 39.0, kd_losses=("loss_dcd",)),
+            det_run(str(tmp_path / "student"), "student", "", "R50", 37.0)]
+    result = build_report(dirs, str(tmp_path / "report"), plots=False)
+    md = result["markdown"]
+    assert "40.30 (-1.30)†" in md and "mmdetection Faster R-CNN FPN 2x" in md
+    assert "† published on another harness (named in Source)" in md
+    dcd_line = next(line for line in md.splitlines() if line.startswith("| DCD |"))
+    assert "†" not in dcd_line
+    with open(os.path.join(str(tmp_path / "report"), "summary.csv"), newline="") as f:
+        harness = {a["method"]: a["paper_harness"] for a in csv.DictReader(f)}
+    assert harness["PKD"].startswith("mmdetection") and harness["DCD"] == ""
