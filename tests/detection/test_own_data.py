@@ -633,7 +633,8 @@ def test_own_data_undecodable_yolo_image_is_named(tmp_path):
     images, labels = write_yolo(str(tmp_path))
     with open(os.path.join(images, "b.jpg"), "wb") as f:
         f.write(b"not a jpeg")
-    with pytest.raises(DatasetError, match=r"^Image .*b\.jpg of dataset 'x' cannot be decoded \("):
+    with pytest.raises(DatasetError, match=r"^Image .*b\.jpg of dataset 'x' cannot be decoded \(UnidentifiedImageError: "
+                                           r"cannot identify image file\)\.$"):
         load_yolo_checked("x", images, labels, CLASSES)
 
 
@@ -666,3 +667,47 @@ def test_own_data_coco_json_listing_missing_images_is_refused(tmp_path):
         load_coco_checked(str(tmp_path / "ann.json"), str(tmp_path / "images"), "x")
     assert str(e.value) == (f"COCO json {tmp_path / 'ann.json'} (dataset 'x') lists 2 images that do not exist under "
                             f"{tmp_path / 'images'} (first: 1.jpg).")
+
+
+# ---- an image the annotations list that cannot be decoded, every format: named at load ----
+
+def write_coco(root):
+    """images/ (3 64x64 jpgs) + ann.json with OBJECTS as a COCO json, under ``root``."""
+    os.makedirs(os.path.join(root, "images"))
+    images, annos = [], []
+    for i, (img, objs) in enumerate(OBJECTS.items(), 1):
+        Image.new("RGB", (64, 64), (90, 90, 90)).save(os.path.join(root, "images", img + ".jpg"))
+        images.append({"id": i, "file_name": img + ".jpg", "width": 64, "height": 64})
+        for c, x0, y0, x1, y1 in objs:
+            annos.append({"id": len(annos) + 1, "image_id": i, "category_id": CLASSES.index(c) + 1, "iscrowd": 0,
+                          "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0)})
+    with open(os.path.join(root, "ann.json"), "w") as f:
+        json.dump({"images": images, "annotations": annos,
+                   "categories": [{"id": k + 1, "name": c} for k, c in enumerate(CLASSES)]}, f)
+    return os.path.join(root, "ann.json"), os.path.join(root, "images")
+
+
+@pytest.mark.parametrize("kind", ["coco", "voc"])
+def test_own_data_undecodable_image_is_named_at_load(tmp_path, kind):
+    from kd_det.detection.data import CheckedDatasetMapper
+
+    cfg = voc_cfg(test=[f"own_data_bad_{kind}"])
+    if kind == "coco":
+        json_file, images = write_coco(str(tmp_path))
+        cfg.DATASETS.COCO_FORMAT = [[f"own_data_bad_{kind}", json_file, images]]
+    else:
+        images = os.path.join(write_voc(str(tmp_path)), "JPEGImages")
+        cfg.DATASETS.VOC_FORMAT = [[f"own_data_bad_{kind}", str(tmp_path), "test", CLASSES]]
+    bad = os.path.join(images, "b.jpg")
+    with open(bad, "wb") as f:
+        f.write(os.urandom(256))  # listed, present (the start check passes), not an image
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES, cfg.DATALOADER.NUM_WORKERS = 3, 1
+    setup_datasets(cfg)
+    dicts = DatasetCatalog.get(f"own_data_bad_{kind}")
+    assert len(dicts) == 3 and CheckedDatasetMapper(cfg, True)(dicts[0])["image"].shape[1:] == (800, 800)
+    with pytest.raises(DatasetError) as e:  # what the train loader's mapper meets
+        CheckedDatasetMapper(cfg, True)(next(d for d in dicts if d["file_name"] == bad))
+    assert str(e.value) == f"Image {bad} cannot be decoded (UnidentifiedImageError: cannot identify image file)."
+    with pytest.raises(DatasetError) as w:  # the test loader, out of its DataLoader worker: the sentence alone
+        list(Trainer.build_test_loader(cfg, f"own_data_bad_{kind}"))
+    assert str(w.value) == str(e.value)
