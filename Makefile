@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.kd_det-installed
 
 # One-time set-up. If the system Python already imports Detectron2 (a full source build on a
 # GPU cluster) the venv sees it (--system-site-packages) and its torch is used untouched.
-$(STAMP): setup.py requirements/torch.txt requirements/constraints.txt tools/install_detectron2.py
+$(STAMP): setup.py requirements/torch.txt requirements/constraints.txt requirements/lvis.txt tools/install_detectron2.py
 	@if $(PYTHON) -c "import detectron2" 2>/dev/null; then \
 	  echo "Using the system's Detectron2 and torch"; \
 	  test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV); \
@@ -21,6 +21,7 @@ $(STAMP): setup.py requirements/torch.txt requirements/constraints.txt tools/ins
 	fi
 	$(PY) tools/install_detectron2.py
 	$(PIP) -e ".[test]"
+	$(PIP) --no-deps -r requirements/lvis.txt
 	@touch $(STAMP)
 
 install: $(STAMP)

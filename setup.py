@@ -4,7 +4,9 @@
 torch / torchvision are pinned in one place, ``requirements/torch.txt``, and
 installed by the Makefile before this package; Detectron2 is installed by
 ``tools/install_detectron2.py`` (Python-only when no full build is present).
-Only pure-Python dependencies are declared here.
+Only pure-Python dependencies are declared here. ``lvis`` (LVIS evaluation) is pinned in
+``requirements/lvis.txt`` and installed by the Makefile with ``--no-deps``: an extra here would pull its
+declared opencv-python, whose cv2 overwrites opencv-python-headless's with a build that needs libGL.
 """
 from setuptools import find_packages, setup
 

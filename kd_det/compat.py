@@ -11,7 +11,8 @@ What is changed, line by line:
 1. NumPy >= 1.24 / 2.x removed the aliases ``np.bool``, ``np.int``, ``np.float``,
    ``np.complex``, ``np.object``, ``np.str`` (Detectron2 0.6 uses them, e.g.
    ``data/build.py: print_instances_class_histogram`` when a train loader is built,
-   ``structures/masks.py``). Missing ones are restored as the builtins they always
+   ``structures/masks.py``; the ``lvis`` package's ``LVISEval.accumulate`` too). Missing ones are
+   restored as the builtins they always
    meant (NumPy 2 brought ``np.bool`` back as ``numpy.bool``; it is left as is).
 2. Pillow >= 10 removed ``Image.LINEAR`` (a default argument of
    ``data/transforms/transform.py: ExtentTransform``, evaluated at import). It is

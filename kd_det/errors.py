@@ -8,7 +8,19 @@ __all__ = ["UserError", "ConfigError", "DatasetError", "NonFiniteLossError"]
 
 
 class UserError(ValueError):
-    """Bad input from the user (config, data, weights, command line)."""
+    """Bad input from the user (config, data, weights, command line).
+
+    Raised in a DataLoader worker (e.g. an image that cannot be decoded), it reaches the training process
+    re-raised by torch with the message "Caught DatasetError in DataLoader worker process 0." followed by
+    the worker's traceback, whose last line is "kd_det.errors.DatasetError: <sentence>": the sentence alone
+    is kept, so the tools still print one line.
+    """
+
+    def __init__(self, *args):
+        text = args[0] if len(args) == 1 and isinstance(args[0], str) else ""
+        if text.startswith("Caught ") and " in DataLoader worker process " in text.split("\n", 1)[0]:
+            args = (text.rstrip("\n").rsplit("\n", 1)[-1].split(": ", 1)[-1],)
+        super().__init__(*args)
 
 
 class ConfigError(UserError):

@@ -60,7 +60,9 @@ def measure(cfg, batches, warmup, device):
     import torch
     from detectron2.data import build_detection_train_loader
 
-    loader = build_detection_train_loader(cfg)
+    from ..detection.data import CheckedDatasetMapper
+
+    loader = build_detection_train_loader(cfg, mapper=CheckedDatasetMapper(cfg, True))  # what training maps with
     it = iter(loader)
     try:
         for _ in range(warmup):

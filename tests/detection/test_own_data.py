@@ -1,5 +1,7 @@
 """Own data: evaluators by dataset type, VOC-layout datasets, their bad inputs (issue 22)."""
+import json
 import os
+import sys
 
 import pytest
 import torch
@@ -190,15 +192,97 @@ def test_own_data_empty_voc_boxes_are_skipped_with_a_count(tmp_path, caplog):
 def test_own_data_unsupported_evaluator_type_is_refused_at_start(name, kind):
     with pytest.raises(DatasetError) as e:
         setup_datasets(voc_cfg(test=[name]))
-    assert str(e.value) == (f"Dataset '{name}' has evaluator type '{kind}'; kd_det evaluates coco and pascal_voc "
-                            "datasets.")
+    assert str(e.value) == (f"Dataset '{name}' has evaluator type '{kind}'; kd_det evaluates coco, lvis and "
+                            "pascal_voc datasets.")
 
 
-def test_own_data_lvis_is_refused_at_start_naming_the_package():
-    with pytest.raises(DatasetError) as e:
-        setup_datasets(voc_cfg(test=["lvis_v1_val"]))
-    assert str(e.value).startswith("Dataset 'lvis_v1_val' has evaluator type 'lvis'; kd_det evaluates coco and "
-                                   "pascal_voc datasets: LVIS AP needs the `lvis` package")
+def write_lvis(root, neg_b=()):
+    """An LVIS v1 layout under ``root``: coco/val2017/*.jpg and lvis/lvis_v1_val.json with OBJECTS as categories
+    1-3 (frequencies f, c, r), image b's ``neg_category_ids`` = ``neg_b`` and no not-exhaustive category."""
+    os.makedirs(os.path.join(root, "coco", "val2017"))
+    os.makedirs(os.path.join(root, "lvis"))
+    images, annos = [], []
+    for i, objs in enumerate(OBJECTS.values(), 1):
+        Image.new("RGB", (64, 64), (90, 90, 90)).save(os.path.join(root, "coco", "val2017", f"{i:012d}.jpg"))
+        images.append({"id": i, "width": 64, "height": 64, "neg_category_ids": list(neg_b) if i == 2 else [],
+                       "not_exhaustive_category_ids": [],
+                       "coco_url": f"http://images.cocodataset.org/val2017/{i:012d}.jpg"})
+        for c, x0, y0, x1, y1 in objs:
+            annos.append({"id": len(annos) + 1, "image_id": i, "category_id": CLASSES.index(c) + 1,
+                          "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
+                          "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]})
+    cats = [{"id": k + 1, "name": c, "synonyms": [c], "synset": f"{c}.n.01", "def": c, "frequency": f,
+             "image_count": 1, "instance_count": 1} for k, (c, f) in enumerate(zip(CLASSES, "fcr"))]
+    with open(os.path.join(root, "lvis", "lvis_v1_val.json"), "w") as f:
+        json.dump({"images": images, "annotations": annos, "categories": cats}, f)
+
+
+@pytest.fixture
+def builtin_lvis_v1_val():
+    """Detectron2's built-in lvis_v1_val, registered as builtin.py does under a given $DETECTRON2_DATASETS."""
+    from detectron2.data.datasets import get_lvis_instances_meta, register_lvis_instances
+
+    old = MetadataCatalog.get("lvis_v1_val")
+    old = (old.json_file, old.image_root)
+
+    def register(json_file, image_root):
+        DatasetCatalog.remove("lvis_v1_val")
+        MetadataCatalog.remove("lvis_v1_val")
+        register_lvis_instances("lvis_v1_val", get_lvis_instances_meta("lvis_v1"), json_file, image_root)
+
+    yield lambda root: register(os.path.join(root, "lvis", "lvis_v1_val.json"), os.path.join(root, "coco/"))
+    register(*old)
+
+
+def test_own_data_lvis_v1_val_is_scored_by_lvis_ap(tmp_path, builtin_lvis_v1_val):
+    from kd_det.evaluation.lvis_evaluator import LVISBoxEvaluator
+    from kd_det.evaluation.runs import DET_METRICS
+
+    write_lvis(str(tmp_path))
+    builtin_lvis_v1_val(str(tmp_path))
+    cfg = voc_cfg(test=["lvis_v1_val"])
+    setup_datasets(cfg)
+    assert isinstance(Trainer.build_evaluator(cfg, "lvis_v1_val"), LVISBoxEvaluator)
+    right = score(cfg, "lvis_v1_val")
+    assert set(DET_METRICS) | {"APr", "APc", "APf"} == set(right)  # what evaluation.json carries to the report
+    assert right["AP50"] == pytest.approx(100) and right["AP"] == pytest.approx(100)
+    assert right["APr"] == pytest.approx(100) and right["APl"] != right["APl"]  # no large box: NaN, not -100
+    wrong = score(cfg, "lvis_v1_val", shift_class=1)
+    assert wrong["AP50"] == pytest.approx(0) and wrong["AP"] == pytest.approx(0)
+
+
+@pytest.mark.parametrize("neg_b, circle_ap50", [((), 100), ((1,), 50)])
+def test_own_data_lvis_federated_rules(tmp_path, builtin_lvis_v1_val, neg_b, circle_ap50):
+    """A top-scored circle on image b (no circle annotated there) counts as a false positive only when b lists
+    circle in neg_category_ids; the COCO evaluator would count it always."""
+    write_lvis(str(tmp_path), neg_b=neg_b)
+    builtin_lvis_v1_val(str(tmp_path))
+    cfg = voc_cfg(test=["lvis_v1_val"])
+    setup_datasets(cfg)
+    evaluator = Trainer.build_evaluator(cfg, "lvis_v1_val")
+    evaluator.reset()
+    for d in DatasetCatalog.get("lvis_v1_val"):
+        boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]]
+        classes, scores = [a["category_id"] for a in d["annotations"]], [0.5] * len(boxes)
+        if d["image_id"] == 2:  # b: one triangle
+            boxes, classes, scores = boxes + [[40.0, 40.0, 60.0, 60.0]], classes + [0], scores + [0.9]
+        inst = Instances((d["height"], d["width"]), pred_boxes=Boxes(torch.tensor(boxes)),
+                         scores=torch.tensor(scores), pred_classes=torch.tensor(classes))
+        evaluator.process([{"image_id": d["image_id"]}], [{"instances": inst}])
+    # square and triangle 100; circle 100, or 50 with the false positive ranked above its one true positive
+    assert evaluator.evaluate()["bbox"]["AP50"] == pytest.approx((circle_ap50 + 200) / 3)
+
+
+def test_own_data_lvis_without_the_package_is_refused_at_start_naming_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "lvis", None)  # what `import lvis` meets when it is not installed
+    for cfg in (voc_cfg(test=["lvis_v1_val"]), voc_cfg()):
+        cfg.DATASETS.TRAIN = () if cfg.DATASETS.TEST else ("lvis_v1_train",)  # a test set, then a training set
+        name = (cfg.DATASETS.TEST or cfg.DATASETS.TRAIN)[0]
+        with pytest.raises(DatasetError) as e:
+            setup_datasets(cfg)
+        assert str(e.value) == (f"Dataset '{name}' has evaluator type 'lvis', whose loader and evaluator need the "
+                                "`lvis` package, which cannot be imported (import of lvis halted; None in "
+                                "sys.modules); install it with `pip install --no-deps -r requirements/lvis.txt`.")
 
 
 def test_own_data_python_registered_dataset_without_type_is_refused():
@@ -207,7 +291,7 @@ def test_own_data_python_registered_dataset_without_type_is_refused():
         with pytest.raises(DatasetError) as e:
             setup_datasets(voc_cfg(test=["own_data_untyped"]))
         assert str(e.value) == ("Dataset 'own_data_untyped' has no evaluator type (neither json_file nor VOC "
-                                "metadata); kd_det evaluates coco and pascal_voc datasets.")
+                                "metadata); kd_det evaluates coco, lvis and pascal_voc datasets.")
     finally:
         DatasetCatalog.remove("own_data_untyped")
 
@@ -389,7 +473,7 @@ def test_own_data_recipe(tmp_path):
 
 @pytest.mark.parametrize("opts, sentence", [
     (["DATASETS.TEST", "('ade20k_sem_seg_val',)"],
-     "Dataset 'ade20k_sem_seg_val' has evaluator type 'sem_seg'; kd_det evaluates coco and pascal_voc datasets."),
+     "Dataset 'ade20k_sem_seg_val' has evaluator type 'sem_seg'; kd_det evaluates coco, lvis and pascal_voc datasets."),
     (["DATASETS.VOC_FORMAT", "[['own_data_x', '{root}/nope', 'val', ['circle']]]", "DATASETS.TRAIN", "('own_data_x',)"],
      "Dataset 'own_data_x' needs {root}/nope, which does not exist."),
 ])
@@ -549,7 +633,8 @@ def test_own_data_undecodable_yolo_image_is_named(tmp_path):
     images, labels = write_yolo(str(tmp_path))
     with open(os.path.join(images, "b.jpg"), "wb") as f:
         f.write(b"not a jpeg")
-    with pytest.raises(DatasetError, match=r"^Image .*b\.jpg of dataset 'x' cannot be decoded \("):
+    with pytest.raises(DatasetError, match=r"^Image .*b\.jpg of dataset 'x' cannot be decoded \(UnidentifiedImageError: "
+                                           r"cannot identify image file\)\.$"):
         load_yolo_checked("x", images, labels, CLASSES)
 
 
@@ -582,3 +667,47 @@ def test_own_data_coco_json_listing_missing_images_is_refused(tmp_path):
         load_coco_checked(str(tmp_path / "ann.json"), str(tmp_path / "images"), "x")
     assert str(e.value) == (f"COCO json {tmp_path / 'ann.json'} (dataset 'x') lists 2 images that do not exist under "
                             f"{tmp_path / 'images'} (first: 1.jpg).")
+
+
+# ---- an image the annotations list that cannot be decoded, every format: named at load ----
+
+def write_coco(root):
+    """images/ (3 64x64 jpgs) + ann.json with OBJECTS as a COCO json, under ``root``."""
+    os.makedirs(os.path.join(root, "images"))
+    images, annos = [], []
+    for i, (img, objs) in enumerate(OBJECTS.items(), 1):
+        Image.new("RGB", (64, 64), (90, 90, 90)).save(os.path.join(root, "images", img + ".jpg"))
+        images.append({"id": i, "file_name": img + ".jpg", "width": 64, "height": 64})
+        for c, x0, y0, x1, y1 in objs:
+            annos.append({"id": len(annos) + 1, "image_id": i, "category_id": CLASSES.index(c) + 1, "iscrowd": 0,
+                          "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0)})
+    with open(os.path.join(root, "ann.json"), "w") as f:
+        json.dump({"images": images, "annotations": annos,
+                   "categories": [{"id": k + 1, "name": c} for k, c in enumerate(CLASSES)]}, f)
+    return os.path.join(root, "ann.json"), os.path.join(root, "images")
+
+
+@pytest.mark.parametrize("kind", ["coco", "voc"])
+def test_own_data_undecodable_image_is_named_at_load(tmp_path, kind):
+    from kd_det.detection.data import CheckedDatasetMapper
+
+    cfg = voc_cfg(test=[f"own_data_bad_{kind}"])
+    if kind == "coco":
+        json_file, images = write_coco(str(tmp_path))
+        cfg.DATASETS.COCO_FORMAT = [[f"own_data_bad_{kind}", json_file, images]]
+    else:
+        images = os.path.join(write_voc(str(tmp_path)), "JPEGImages")
+        cfg.DATASETS.VOC_FORMAT = [[f"own_data_bad_{kind}", str(tmp_path), "test", CLASSES]]
+    bad = os.path.join(images, "b.jpg")
+    with open(bad, "wb") as f:
+        f.write(os.urandom(256))  # listed, present (the start check passes), not an image
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES, cfg.DATALOADER.NUM_WORKERS = 3, 1
+    setup_datasets(cfg)
+    dicts = DatasetCatalog.get(f"own_data_bad_{kind}")
+    assert len(dicts) == 3 and CheckedDatasetMapper(cfg, True)(dicts[0])["image"].shape[1:] == (800, 800)
+    with pytest.raises(DatasetError) as e:  # what the train loader's mapper meets
+        CheckedDatasetMapper(cfg, True)(next(d for d in dicts if d["file_name"] == bad))
+    assert str(e.value) == f"Image {bad} cannot be decoded (UnidentifiedImageError: cannot identify image file)."
+    with pytest.raises(DatasetError) as w:  # the test loader, out of its DataLoader worker: the sentence alone
+        list(Trainer.build_test_loader(cfg, f"own_data_bad_{kind}"))
+    assert str(w.value) == str(e.value)

@@ -9,6 +9,8 @@
 * YOLO-format labels: ``DATASETS.YOLO_FORMAT [["name", "images/", "labels/", ["class", ...]]]`` (:mod:`.yolo`).
 * COCO 2017 (``coco_2017_train`` / ``coco_2017_val``) is registered by Detectron2
   itself under ``$DETECTRON2_DATASETS/coco``.
+* LVIS (Detectron2's ``lvis_v1_*``, or ``register_lvis_instances``) is loaded by Detectron2's loader and
+  needs the ``lvis`` package, checked at start.
 * Every test set's ``evaluator_type`` is checked at start (:mod:`kd_det.evaluation.evaluators`).
 
 :func:`setup_datasets` runs before any training step, so a missing path fails at
@@ -35,7 +37,7 @@ from detectron2.data.datasets import load_coco_json
 
 from ... import REPO_ROOT
 from ...errors import DatasetError
-from ...evaluation.evaluators import check_evaluator_types
+from ...evaluation.evaluators import check_evaluator_types, check_packages
 from .shapes import CATEGORIES, make_shapes, shapes_paths
 from .voc import check_voc_files, register_voc
 from .yolo import check_yolo_files, register_yolo
@@ -217,6 +219,7 @@ def setup_datasets(cfg):
     """:func:`register_datasets`, then check every dataset in TRAIN/TEST and the test sets' evaluator types."""
     register_datasets(cfg)
     check_evaluator_types([n for n in cfg.DATASETS.TEST if n in DatasetCatalog.list()])  # before any path check
+    check_packages([n for n in cfg.DATASETS.TRAIN if n in DatasetCatalog.list()])  # e.g. LVIS loading needs lvis
     for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
         _check_one(name)
 

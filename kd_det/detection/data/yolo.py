@@ -17,6 +17,7 @@ from detectron2.structures import BoxMode
 from PIL import Image
 
 from ...errors import DatasetError
+from .mapper import undecodable_image
 
 __all__ = ["IMAGE_EXTENSIONS", "check_yolo_files", "load_yolo_checked", "register_yolo"]
 
@@ -69,7 +70,7 @@ def load_yolo_checked(name, image_dir, label_dir, classes):
             with Image.open(path) as im:
                 width, height = im.size
         except OSError as e:
-            raise DatasetError(f"Image {path} of dataset '{name}' cannot be decoded ({e}).") from None
+            raise undecodable_image(path, e, name) from None
         label = os.path.join(label_dir, os.path.splitext(file)[0] + ".txt")
         annos = []
         for cls, cx, cy, w, h in (_read_labels(label, classes) if os.path.isfile(label) else []):

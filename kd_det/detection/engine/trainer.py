@@ -6,7 +6,7 @@ import time
 import weakref
 
 import torch
-from detectron2.data import build_detection_train_loader
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.data.build import _train_loader_from_config
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.utils import comm
@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from ..modeling import check_distill_arch  # (importing it registers DistillRCNN and the extra backbones)
 from ...core import ResumableSampler, atomic_write_text, resolve_teacher_mode, write_run_info
 from ...core.wandb_log import WandbRun
-from ..data import check_masks, check_num_classes
+from ..data import CheckedDatasetMapper, check_masks, check_num_classes
 from ...errors import NonFiniteLossError, UserError
 from ...evaluation.evaluators import build_evaluator
 from .checkpoint import KDCheckpointer
@@ -205,6 +205,7 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         """Detectron2's train loader (same config keys) over a :class:`ResumableSampler`."""
         kwargs = _train_loader_from_config(cfg)  # loads the dataset dicts, which sets thing_classes
+        kwargs["mapper"] = CheckedDatasetMapper(cfg, True)  # an undecodable image named in one sentence
         check_num_classes(cfg, cfg.DATASETS.TRAIN)
         check_masks(cfg, kwargs["dataset"], cfg.DATASETS.TRAIN)
         kwargs["sampler"] = sampler = ResumableSampler(kwargs["sampler"])
@@ -221,7 +222,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        loader = super().build_test_loader(cfg, dataset_name)
+        loader = build_detection_test_loader(cfg, dataset_name, mapper=CheckedDatasetMapper(cfg, False))
         check_num_classes(cfg, [dataset_name])
         return loader
 
