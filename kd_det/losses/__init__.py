@@ -30,13 +30,14 @@ from .fgfi import FGFILoss, fgfi_mask, fgfi_masks  # noqa: E402
 from .reviewkd import ReviewKDLoss, hcl_loss  # noqa: E402
 from .msd import MSDLoss, msd_stage_loss, multi_scale_pool  # noqa: E402
 from .crd import CRDLoss  # noqa: E402
+from .sigmoid_kd import SigmoidKDLoss, sigmoid_kd_loss  # noqa: E402
 from .combine import DistillLoss, check_inputs  # noqa: E402
 from .vocabulary import INPUTS, TEACHER_INPUTS  # noqa: E402
 
 __all__ = [
     "LOSS_REGISTRY", "build_loss", "register_loss", "loss_labels", "DistillLoss", "check_inputs", "LossModule",
     "LossExample", "NonFiniteInputError", "set_finite_check", "vocabulary", "INPUTS", "TEACHER_INPUTS",
-    "kd_loss", "dkd_loss", "dkd_terms", "ckd_loss", "dcd_loss", "hcl_loss", "msd_stage_loss", "multi_scale_pool",
+    "kd_loss", "dkd_loss", "sigmoid_kd_loss", "dkd_terms", "ckd_loss", "dcd_loss", "hcl_loss", "msd_stage_loss", "multi_scale_pool",
     "fgfi_mask", "fgfi_masks",
-    "KDLoss", "DKDLoss", "CKDLoss", "DCDLoss", "FitNetLoss", "FGFILoss", "ReviewKDLoss", "MSDLoss", "CRDLoss",
+    "KDLoss", "DKDLoss", "CKDLoss", "DCDLoss", "FitNetLoss", "FGFILoss", "ReviewKDLoss", "MSDLoss", "CRDLoss", "SigmoidKDLoss",
 ]
