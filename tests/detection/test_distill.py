@@ -260,9 +260,9 @@ torch.save({"boxes": inst.pred_boxes.tensor, "scores": inst.scores,
 """
 
 
-def export_and_run_in_stock(cfg, tmp_path):
+def export_and_run_in_stock(cfg, tmp_path, script=STOCK_LOAD):
     """Build ``cfg`` (seeded), save it, export the student, and run the export on one image in a fresh process with
-    stock Detectron2. Returns (the model, the dropped tensor count, the exported config path, the stock process's
+    stock Detectron2 (``script``: argv config, weights, image, output). Returns (the model, the dropped tensor count, the exported config path, the stock process's
     {"boxes", "scores"[, "masks"]}, the model's own Instances on that image)."""
     import subprocess
     import sys
@@ -277,7 +277,7 @@ def export_and_run_in_stock(cfg, tmp_path):
     ckpt, exported_cfg, dropped = export_student(str(cfg_file), str(tmp_path / "distilled.pth"), str(tmp_path / "out"))
     image = batch(1)[0]["image"]
     torch.save(image, tmp_path / "x.pt")
-    r = subprocess.run([sys.executable, "-c", STOCK_LOAD, exported_cfg, ckpt, str(tmp_path / "x.pt"),
+    r = subprocess.run([sys.executable, "-c", script, exported_cfg, ckpt, str(tmp_path / "x.pt"),
                         str(tmp_path / "y.pt")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     model.eval()

@@ -1,4 +1,4 @@
-"""Export a DistillRCNN student as a plain Detectron2 GeneralizedRCNN checkpoint + config."""
+"""Export a distilled student (DistillRCNN, DistillRetinaNet, DistillFCOS) as a plain Detectron2 checkpoint + config."""
 import os
 
 from ...core import atomic_save, atomic_write_text
@@ -13,12 +13,15 @@ __all__ = ["export_student"]
 def _keep_stock_keys(cfg):
     """Drop every key stock Detectron2's get_cfg() lacks (KD.*, DATASETS.COCO_FORMAT, ...) in place.
 
-    MODEL.MOBILENET is kept when the student uses kd_det's MobileNetV2 backbone: that backbone
-    (and its keys) need ``import kd_det.detection.modeling`` in any case.
+    MODEL.MOBILENET is kept when the student uses kd_det's MobileNetV2 backbone, MODEL.FCOS when it is an FCOS:
+    that backbone / Detectron2 0.6's FCOS from a yacs config (and their keys) need ``import kd_det.detection.modeling``
+    in any case (the FCOS weights also load into stock ``detectron2.modeling.meta_arch.fcos.FCOS`` built by hand).
     """
     from detectron2.config import get_cfg as stock_get_cfg
 
     keep_extra = {"MODEL.MOBILENET"} if "mobilenet" in cfg.MODEL.BACKBONE.NAME else set()
+    if cfg.MODEL.META_ARCHITECTURE == "FCOS":
+        keep_extra.add("MODEL.FCOS")
 
     def prune(node, ref, prefix):
         for key in list(node.keys()):
@@ -34,7 +37,7 @@ def _keep_stock_keys(cfg):
 
 
 def export_student(config_file, weights, out_dir, opts=()):
-    """Write ``out_dir/model_final.pth`` (student only) and ``out_dir/config.yaml`` (GeneralizedRCNN).
+    """Write ``out_dir/model_final.pth`` (student only) and ``out_dir/config.yaml`` (the wrapper's ``STUDENT_ARCH``).
 
     Args:
         config_file: the distillation config the checkpoint was trained with.
