@@ -383,7 +383,8 @@ def test_bad_loss_start_iters(teacher_files):
 
 PLAIN_REFUSAL = (r"^KD\.LOSSES configures kd but MODEL\.META_ARCHITECTURE 'GeneralizedRCNN' is not a distillation "
                  r"meta-architecture, so nothing would be distilled; set it to one of DistillRCNN \(student "
-                 r"GeneralizedRCNN\), or remove KD\.LOSSES for a plain run\.$")
+                 r"GeneralizedRCNN\), DistillRetinaNet \(student RetinaNet\), DistillFCOS \(student FCOS\), or remove "
+                 r"KD\.LOSSES for a plain run\.$")
 
 
 def test_losses_on_a_plain_meta_architecture_are_refused(teacher_files):
