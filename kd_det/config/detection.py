@@ -3,7 +3,11 @@
 * :func:`add_run_config` — how a run reads data, evaluates and logs (``DATASETS.*``, ``TEST.*``, ``SOLVER.*``);
 * :func:`kd_det.config.schema.add_kd_config` + :func:`add_detector_distill_config` — the ``KD.*`` keys both
   tasks share, then detection's own (teacher config file, feature levels, KD.NORM);
-* :func:`add_mobilenet_config` — the MobileNetV2-FPN backbone's ``MODEL.MOBILENET.*``.
+* :func:`add_mobilenet_config` — the MobileNetV2-FPN backbone's ``MODEL.MOBILENET.*``;
+* :func:`add_fcos_config` — ``MODEL.FCOS.*``: Detectron2 0.6 ships FCOS for LazyConfig only, kd_det builds it
+  from these keys (:mod:`kd_det.detection.modeling.fcos`).
+
+:func:`num_classes_key` is the one place that says which key holds a config's class count.
 
 ``get_cfg()`` is what every tool uses; ``load_config(file, opts)`` merges a file and overrides into it. Later
 features only add keys, each with a one-line comment above it.
@@ -13,7 +17,8 @@ from detectron2.config import get_cfg as _d2_get_cfg
 
 from .schema import add_kd_config, load_kd_config
 
-__all__ = ["get_cfg", "load_config", "add_run_config", "add_detector_distill_config", "add_mobilenet_config"]
+__all__ = ["get_cfg", "load_config", "add_run_config", "add_detector_distill_config", "add_mobilenet_config",
+           "add_fcos_config", "num_classes_key", "num_classes", "NUM_CLASSES_KEYS"]
 
 
 def add_run_config(cfg):
@@ -67,6 +72,7 @@ def get_cfg():
     cfg = _d2_get_cfg()
     add_run_config(cfg)
     add_mobilenet_config(cfg)
+    add_fcos_config(cfg)
     add_kd_config(cfg)
     add_detector_distill_config(cfg)
     return cfg
@@ -80,6 +86,55 @@ def add_mobilenet_config(cfg):
     # Stages returned to the FPN (subset of res2..res5).
     cfg.MODEL.MOBILENET.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     return cfg
+
+
+def add_fcos_config(cfg):
+    """``MODEL.FCOS.*`` keys (names and defaults as d2go's yacs FCOS, ``d2go/modeling/meta_arch/fcos.py``; values of
+    Detectron2's LazyConfig ``configs/common/models/fcos.py`` and ``FCOS.__init__``)."""
+    cfg.MODEL.FCOS = CN()
+    # Number of foreground classes (the FCOS counterpart of MODEL.RETINANET.NUM_CLASSES).
+    cfg.MODEL.FCOS.NUM_CLASSES = 80
+    # Backbone levels the head reads, finest first (one anchor point per location).
+    cfg.MODEL.FCOS.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+    # Convolutions of each head branch (class / box + centerness).
+    cfg.MODEL.FCOS.NUM_CONVS = 4
+    # Norm of the head's convolutions ("GN" in Detectron2's FCOS config; "" none).
+    cfg.MODEL.FCOS.HEAD_NORM = "GN"
+    # Prior probability of the class logits' bias initialisation.
+    cfg.MODEL.FCOS.PRIOR_PROB = 0.01
+    # Radius (in strides) around a GT centre within which locations may be positive (center sampling).
+    cfg.MODEL.FCOS.CENTER_SAMPLING_RADIUS = 1.5
+    # Focal loss of the class logits.
+    cfg.MODEL.FCOS.FOCAL_LOSS_ALPHA = 0.25
+    cfg.MODEL.FCOS.FOCAL_LOSS_GAMMA = 2.0
+    # Inference: threshold on sqrt(class score x centerness), candidates per level before NMS, NMS IoU.
+    cfg.MODEL.FCOS.SCORE_THRESH_TEST = 0.2
+    cfg.MODEL.FCOS.TOPK_CANDIDATES_TEST = 1000
+    cfg.MODEL.FCOS.NMS_THRESH_TEST = 0.6
+    return cfg
+
+
+#: Detectron2 meta-architecture -> the key holding its class count (any other: MODEL.ROI_HEADS.NUM_CLASSES).
+NUM_CLASSES_KEYS = {"RetinaNet": "MODEL.RETINANET.NUM_CLASSES", "FCOS": "MODEL.FCOS.NUM_CLASSES"}
+
+
+def num_classes_key(cfg):
+    """The config key of ``cfg``'s class count, e.g. "MODEL.RETINANET.NUM_CLASSES"; a distillation wrapper reads its
+    student's (``STUDENT_ARCH``) key."""
+    from ..detection.modeling.wrapper import DISTILL_ARCHS
+
+    arch = cfg.MODEL.META_ARCHITECTURE
+    arch = getattr(DISTILL_ARCHS.get(arch), "STUDENT_ARCH", arch)
+    return NUM_CLASSES_KEYS.get(arch, "MODEL.ROI_HEADS.NUM_CLASSES")
+
+
+def num_classes(cfg):
+    """(key, value) of ``cfg``'s class count (:func:`num_classes_key`)."""
+    key = num_classes_key(cfg)
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return key, node
 
 
 def load_config(config_file, opts=()):

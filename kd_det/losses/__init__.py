@@ -34,6 +34,7 @@ from .pkd import PKDLoss  # noqa: E402
 from .cwd import CWDLoss  # noqa: E402
 from .mgd import MGDLoss  # noqa: E402
 from .fgd import FGDLoss, fgd_masks  # noqa: E402
+from .sigmoid_kd import SigmoidKDLoss, sigmoid_kd_loss  # noqa: E402
 from .combine import DistillLoss, check_inputs  # noqa: E402
 from .vocabulary import INPUTS, TEACHER_INPUTS  # noqa: E402
 
@@ -43,5 +44,5 @@ __all__ = [
     "kd_loss", "dkd_loss", "dkd_terms", "ckd_loss", "dcd_loss", "hcl_loss", "msd_stage_loss", "multi_scale_pool",
     "fgfi_mask", "fgfi_masks",
     "KDLoss", "DKDLoss", "CKDLoss", "DCDLoss", "FitNetLoss", "FGFILoss", "ReviewKDLoss", "MSDLoss", "CRDLoss",
-    "PKDLoss", "CWDLoss", "MGDLoss", "FGDLoss", "fgd_masks",
+    "PKDLoss", "CWDLoss", "MGDLoss", "FGDLoss", "fgd_masks", "SigmoidKDLoss", "sigmoid_kd_loss",
 ]

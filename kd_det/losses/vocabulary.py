@@ -36,6 +36,13 @@ INPUTS: dict[str, str] = {
     "gt_boxes": "per image, list of (G_i, 4) xyxy GT boxes in the padded input batch's pixels (FGFI, FGD)",
     "object_id": "(N,) int64 object each sample shows (detection: matched GT box, unique over the batch, "
                  "-1 = background); optional for DCD / CKD",
+    # dense detectors (RetinaNet, FCOS): one row per anchor (FCOS: per location) over the batch
+    "anchor_logits_s": "(A, K) student sigmoid class logits of every anchor (FCOS: location) of the batch, "
+                       "Detectron2's order: per image the levels concatenated, each (H_l*W_l*A_l) location-major "
+                       "(permute_to_N_HWA_K), then the images one after another; no background column",
+    "anchor_logits_t": "(A, K) teacher sigmoid class logits on the same anchors",
+    "anchor_labels": "(A,) int64 class of each anchor from the student's own matching, K = background, "
+                     "-1 = ignored (RetinaNet's IoU band; FCOS ignores none)",
 }
 
 #: Inputs computed by (or from) the teacher: they never need gradients.

@@ -260,9 +260,9 @@ torch.save({"boxes": inst.pred_boxes.tensor, "scores": inst.scores,
 """
 
 
-def export_and_run_in_stock(cfg, tmp_path):
+def export_and_run_in_stock(cfg, tmp_path, script=STOCK_LOAD):
     """Build ``cfg`` (seeded), save it, export the student, and run the export on one image in a fresh process with
-    stock Detectron2. Returns (the model, the dropped tensor count, the exported config path, the stock process's
+    stock Detectron2 (``script``: argv config, weights, image, output). Returns (the model, the dropped tensor count, the exported config path, the stock process's
     {"boxes", "scores"[, "masks"]}, the model's own Instances on that image)."""
     import subprocess
     import sys
@@ -278,7 +278,7 @@ def export_and_run_in_stock(cfg, tmp_path):
     ckpt, exported_cfg, dropped = out["checkpoint"], out["config"], out["dropped"]
     image = batch(1)[0]["image"]
     torch.save(image, tmp_path / "x.pt")
-    r = subprocess.run([sys.executable, "-c", STOCK_LOAD, exported_cfg, ckpt, str(tmp_path / "x.pt"),
+    r = subprocess.run([sys.executable, "-c", script, exported_cfg, ckpt, str(tmp_path / "x.pt"),
                         str(tmp_path / "y.pt")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     model.eval()
@@ -384,7 +384,8 @@ def test_bad_loss_start_iters(teacher_files):
 
 PLAIN_REFUSAL = (r"^KD\.LOSSES configures kd but MODEL\.META_ARCHITECTURE 'GeneralizedRCNN' is not a distillation "
                  r"meta-architecture, so nothing would be distilled; set it to one of DistillRCNN \(student "
-                 r"GeneralizedRCNN\), or remove KD\.LOSSES for a plain run\.$")
+                 r"GeneralizedRCNN\), DistillRetinaNet \(student RetinaNet\), DistillFCOS \(student FCOS\), or remove "
+                 r"KD\.LOSSES for a plain run\.$")
 
 
 def test_losses_on_a_plain_meta_architecture_are_refused(teacher_files):

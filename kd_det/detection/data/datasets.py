@@ -24,7 +24,7 @@ dataset used (ours and Detectron2's built-ins) is read by :func:`load_coco_check
   annotation tools often hold a few such boxes, Detectron2 would otherwise pass them on
   silently (a zero-size box becomes a degenerate regression target), and one bad box in a
   million should not stop a run. Boxes partly outside the image are kept (the loader clips them).
-* :func:`check_num_classes` compares the categories with ``MODEL.ROI_HEADS.NUM_CLASSES``;
+* :func:`check_num_classes` compares the categories with ``MODEL.ROI_HEADS.NUM_CLASSES`` (or the family's key);
   :func:`check_masks` refuses a Mask R-CNN training set with an annotation without a mask.
 """
 import json
@@ -117,15 +117,18 @@ def register_coco(name, json_file, image_root):
 
 
 def check_num_classes(cfg, names):
-    """Refuse a dataset whose category count differs from ``MODEL.ROI_HEADS.NUM_CLASSES`` (call after loading)."""
-    k = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    """Refuse a dataset whose category count differs from the model's (``MODEL.ROI_HEADS.NUM_CLASSES``, or the
+    family's key: :func:`kd_det.config.detection.num_classes_key`) (call after loading)."""
+    from ...config.detection import num_classes
+
+    key, k = num_classes(cfg)
     for name in names:
         meta = MetadataCatalog.get(name)
         classes = getattr(meta, "thing_classes", None)
         if classes is not None and len(classes) != k:
             raise DatasetError(
                 f"Dataset '{name}' ({getattr(meta, 'json_file', 'registered in Python')}) has {len(classes)} "
-                f"categories but MODEL.ROI_HEADS.NUM_CLASSES is {k}; set it to {len(classes)} or use a dataset "
+                f"categories but {key} is {k}; set it to {len(classes)} or use a dataset "
                 "with the model's classes.")
 
 

@@ -15,6 +15,7 @@ from detectron2.utils.events import (CommonMetricPrinter, EventWriter, JSONWrite
 from torch.utils.data import DataLoader
 
 from ..modeling import check_distill_arch  # (importing it registers DistillRCNN and the extra backbones)
+from ...config.detection import num_classes_key
 from ...core import ResumableSampler, atomic_write_text, resolve_teacher_mode, write_run_info
 from ...core.wandb_log import WandbRun
 from ..data import CheckedDatasetMapper, check_masks, check_num_classes
@@ -97,7 +98,7 @@ class Trainer(DefaultTrainer):
       and hold the optimizer / GradScaler / random states that Detectron2 0.6 leaves out;
     * ``SOLVER.LOG_PERIOD`` / ``SOLVER.LOG_WINDOW`` set the writers' period and smoothing window
       (Detectron2 hard-codes 20 / 20);
-    * the datasets' category count is checked against ``MODEL.ROI_HEADS.NUM_CLASSES``;
+    * the datasets' category count is checked against ``MODEL.ROI_HEADS.NUM_CLASSES`` (or the family's key);
     * ``--resume`` continues the sample stream and the random states where the checkpoint left
       them: with one process and ``DATALOADER.NUM_WORKERS 0`` the losses after a resume equal an
       uninterrupted run's (with loader workers, their augmentation randomness restarts; with several
@@ -262,7 +263,8 @@ def evaluate_teacher(cfg):
     tcfg.TEST.EVAL_BACKEND = cfg.TEST.EVAL_BACKEND
     tcfg.KD.LABEL.TEACHER, tcfg.KD.LABEL.STUDENT = cfg.KD.LABEL.TEACHER, cfg.KD.LABEL.STUDENT
     tcfg.KD.LABEL.METHOD = "teacher"
-    tcfg.KD.TEACHER.CLASS_MAP, tcfg.MODEL.ROI_HEADS.NUM_CLASSES = cfg.KD.TEACHER.CLASS_MAP, num_classes
+    tcfg.KD.TEACHER.CLASS_MAP = cfg.KD.TEACHER.CLASS_MAP
+    tcfg.merge_from_list([num_classes_key(tcfg), num_classes])  # the teacher family's key
     tcfg.freeze()
     if comm.is_main_process():
         os.makedirs(tcfg.OUTPUT_DIR, exist_ok=True)

@@ -1,4 +1,5 @@
-"""DistillRCNN: a trainable Faster / Mask R-CNN FPN student distilled from a frozen Faster / Mask R-CNN FPN teacher.
+"""DistillRCNN: a trainable Faster / Mask R-CNN FPN student distilled from a frozen Faster / Mask R-CNN FPN teacher
+(or, for feature losses only, a RetinaNet / FCOS teacher).
 
 The model *is* the student (a :class:`GeneralizedRCNN` subclass), so ``MODEL.WEIGHTS``
 initialises the student exactly as for a plain detector, inference returns the student's
@@ -99,7 +100,8 @@ class DistillRCNN(DistillDetector, GeneralizedRCNN):
     """
 
     STUDENT_ARCH = "GeneralizedRCNN"
-    TEACHER_ARCHS = ("GeneralizedRCNN",)
+    #: A RetinaNet / FCOS teacher serves feature losses only (DistillDetector.check_teacher_family).
+    TEACHER_ARCHS = ("GeneralizedRCNN", "RetinaNet", "FCOS")
     #: The loss inputs a detection training step provides (names of kd_det.losses.vocabulary.INPUTS).
     PROVIDED_INPUTS = ("logits_s", "logits_t", "target", "emb_s", "emb_t", "feats_s", "feats_t", "anchors",
                        "gt_boxes", "object_id")
@@ -129,13 +131,14 @@ class DistillRCNN(DistillDetector, GeneralizedRCNN):
         distill, teacher = built["distill"], built["teacher"]
         readers = [k for k, loss in distill.losses.items()  # the terms that read the teacher's class logits
                    if any(distill.input_maps[k][a] == "logits_t" for a in loss.used_inputs())]
-        columns = teacher_logit_columns(cfg.KD.TEACHER.CLASS_MAP, rh.num_classes, teacher.roi_heads.num_classes,
-                                        readers, cfg.KD.TEACHER.CONFIG_FILE)
+        k_t = teacher.roi_heads.num_classes if hasattr(teacher, "roi_heads") else None  # None: another family, no readers
+        columns = teacher_logit_columns(cfg.KD.TEACHER.CLASS_MAP, rh.num_classes, k_t, readers,
+                                        cfg.KD.TEACHER.CONFIG_FILE)
         return {**student, **built, "teacher_columns": columns}
 
     @classmethod
     def teacher_shapes(cls, cfg, teacher):
-        rh = teacher.roi_heads
+        rh = getattr(teacher, "roi_heads", None)  # None: a dense teacher (feature losses only)
         box_head = getattr(rh, "box_head", None)
         if box_head is None or isinstance(box_head, nn.ModuleList):
             return {}  # no single box head: refused by check_teacher if a loss reads it

@@ -52,12 +52,15 @@ def require_exporter(fmt):
 def _keep_stock_keys(cfg):
     """Drop every key stock Detectron2's get_cfg() lacks (KD.*, DATASETS.COCO_FORMAT, ...) in place.
 
-    MODEL.MOBILENET is kept when the student uses kd_det's MobileNetV2 backbone: that backbone
-    (and its keys) need ``import kd_det.detection.modeling`` in any case.
+    MODEL.MOBILENET is kept when the student uses kd_det's MobileNetV2 backbone, MODEL.FCOS when it is an FCOS:
+    that backbone / Detectron2 0.6's FCOS from a yacs config (and their keys) need ``import kd_det.detection.modeling``
+    in any case (the FCOS weights also load into stock ``detectron2.modeling.meta_arch.fcos.FCOS`` built by hand).
     """
     from detectron2.config import get_cfg as stock_get_cfg
 
     keep_extra = {"MODEL.MOBILENET"} if "mobilenet" in cfg.MODEL.BACKBONE.NAME else set()
+    if cfg.MODEL.META_ARCHITECTURE == "FCOS":
+        keep_extra.add("MODEL.FCOS")
 
     def prune(node, ref, prefix):
         for key in list(node.keys()):
@@ -190,8 +193,8 @@ def trace(model, fmt, path, example):
 
 
 def export_student(config_file, weights, out_dir, opts=(), fmt="pth"):
-    """Write the student of ``weights`` to ``out_dir``: ``model_final.pth`` + ``config.yaml`` (GeneralizedRCNN /
-    the wrapper's student meta-architecture), and for ``fmt`` torchscript / onnx also the traced graph.
+    """Write the student of ``weights`` to ``out_dir``: ``model_final.pth`` + ``config.yaml`` (the wrapper's
+    ``STUDENT_ARCH``: GeneralizedRCNN, RetinaNet, FCOS), and for ``fmt`` torchscript / onnx also the traced graph.
 
     Args:
         config_file: the distillation (or plain) config the checkpoint was trained with.

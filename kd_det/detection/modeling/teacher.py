@@ -9,7 +9,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from ... import REPO_ROOT
-from ...config.detection import load_config
+from ...config.detection import load_config, num_classes
 from ...core import freeze_, isolated_rng
 from ...errors import ConfigError
 from ...weights_catalog import missing_weights_error
@@ -109,7 +109,8 @@ def teacher_logit_columns(class_map, k_s, k_t, readers, config_file):
 
     Args:
         class_map: ``KD.TEACHER.CLASS_MAP``, K_s ints or empty.
-        k_s, k_t: student / teacher ``MODEL.ROI_HEADS.NUM_CLASSES``.
+        k_s, k_t: student / teacher ``MODEL.ROI_HEADS.NUM_CLASSES`` (k_t None: a teacher without box head, read by
+            no loss).
         readers: tags of the KD.LOSSES entries that read ``logits_t`` (after ``inputs`` remaps).
         config_file: the teacher's config file (named in the sentences).
 
@@ -155,7 +156,8 @@ class MappedTeacher(torch.nn.Module):
     def __init__(self, teacher, class_map):
         super().__init__()
         self.teacher = teacher
-        lookup = torch.full((teacher.roi_heads.num_classes,), -1, dtype=torch.long)
+        k_t = teacher.roi_heads.num_classes if hasattr(teacher, "roi_heads") else teacher.num_classes  # R-CNN / dense
+        lookup = torch.full((k_t,), -1, dtype=torch.long)
         lookup[torch.tensor(class_map)] = torch.arange(len(class_map))
         self.register_buffer("lookup", lookup, persistent=False)
 
@@ -177,7 +179,7 @@ def teacher_for_eval(cfg, teacher, tcfg):
     Returns:
         (model, the class count it predicts).
     """
-    k_s, k_t = cfg.MODEL.ROI_HEADS.NUM_CLASSES, tcfg.MODEL.ROI_HEADS.NUM_CLASSES
+    (_, k_s), (_, k_t) = num_classes(cfg), num_classes(tcfg)  # each family's key (MODEL.RETINANET.NUM_CLASSES, ...)
     class_map = list(cfg.KD.TEACHER.CLASS_MAP)
     if not class_map:
         if k_s != k_t:

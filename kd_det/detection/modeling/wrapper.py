@@ -1,11 +1,13 @@
 """What every detection distillation wrapper shares, and the registry of wrappers.
 
-A wrapper (:class:`~kd_det.detection.modeling.distill_rcnn.DistillRCNN` today) *is* its student: a subclass of
+A wrapper (:class:`~kd_det.detection.modeling.distill_rcnn.DistillRCNN`, :class:`~kd_det.detection.modeling.dense.
+DistillRetinaNet`, :class:`~kd_det.detection.modeling.dense.DistillFCOS`) *is* its student: a subclass of
 the student's Detectron2 meta-architecture, registered with :func:`register_distill_arch`, which says as data
 
 * ``STUDENT_ARCH`` — the Detectron2 meta-architecture of the student alone (:func:`student_config` swaps to it,
   so scoring or exporting a student builds no teacher);
-* ``TEACHER_ARCHS`` — the teacher meta-architectures it can read (:meth:`DistillDetector.check_teacher_config`);
+* ``TEACHER_ARCHS`` — the teacher meta-architectures it can read (:meth:`DistillDetector.check_teacher_config`); a
+  teacher of another family than ``STUDENT_ARCH`` serves feature losses only (:meth:`DistillDetector.check_teacher_family`);
 * ``PROVIDED_INPUTS`` / ``TEACHER_PARTS`` — the distillation contract (:class:`kd_det.core.DistillContract`),
 
 and checks the heads it reads on both sides. :func:`check_distill_arch` refuses a config whose
@@ -23,7 +25,7 @@ from ...errors import ConfigError
 from .teacher import build_teacher
 
 __all__ = ["DISTILL_ARCHS", "register_distill_arch", "student_config", "check_distill_arch", "DistillDetector",
-           "DISTILL_PREFIX"]
+           "DISTILL_PREFIX", "teacher_readers"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,26 @@ def check_distill_arch(cfg):
         raise ConfigError(f"KD.LOSSES configures {tags} but MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE!r} "
                           f"is not a distillation meta-architecture, so nothing would be distilled; set it to one of "
                           f"{supported}, or remove KD.LOSSES for a plain run.")
+
+
+def teacher_readers(specs, exclude=()):
+    """Tag -> the teacher inputs (vocabulary names after ``inputs`` remaps, ``exclude`` left out) each loss spec of
+    ``specs`` (``KD.LOSSES``, loaded) always reads; specs reading none are left out. Decided from the loss classes,
+    before any loss is built."""
+    from ...losses import LOSS_REGISTRY, TEACHER_INPUTS
+    from ...losses.combine import spec_tag
+
+    out = {}
+    for spec in specs:
+        loss = LOSS_REGISTRY.get(str(spec.get("name", "")).lower())
+        if loss is None:
+            continue
+        remap = dict(spec.get("inputs") or {})
+        got = [remap.get(a, a) for a in loss.INPUTS if a not in loss.OPTIONAL_INPUTS]
+        got = [g for g in got if g in TEACHER_INPUTS and g not in exclude]
+        if got:
+            out[spec_tag(spec)] = got
+    return out
 
 
 def _convert_batchnorm(module, norm):
@@ -119,7 +141,8 @@ class DistillDetector(DistillContract, FrozenTeacherMixin):
             the ``__init__`` keyword arguments ``teacher``, ``distill``, ``feature_levels``,
             ``teacher_identity`` and ``teacher_mode``.
         """
-        teacher, _, identity = build_teacher(cfg, check=cls.check_teacher_config)
+        teacher, tcfg, identity = build_teacher(cfg, check=cls.check_teacher_config)
+        cls.check_teacher_family(cfg, tcfg)
         levels = list(cfg.KD.FEATURE_LEVELS)
         shapes = {**shapes, **cls.teacher_shapes(cfg, teacher)}
         for side, backbone, config_file in (("s", student_backbone, "the student config"),
@@ -137,6 +160,21 @@ class DistillDetector(DistillContract, FrozenTeacherMixin):
         mode = resolve_teacher_mode(cfg.MODEL.DEVICE, cfg.KD.TEACHER.PRECISION, cfg.KD.TEACHER.CHANNELS_LAST)
         return {"teacher": teacher, "distill": distill, "feature_levels": levels, "teacher_identity": identity,
                 "teacher_mode": mode}
+
+    @classmethod
+    def check_teacher_family(cls, cfg, tcfg):
+        """Refuse a teacher of another family (``TEACHER_ARCHS`` beyond ``STUDENT_ARCH``) when a configured loss reads
+        a teacher input other than its FPN levels (``feats_t``): only features exist on both sides of two families."""
+        arch = tcfg.MODEL.META_ARCHITECTURE
+        if arch == cls.STUDENT_ARCH:
+            return
+        readers = teacher_readers(cfg.KD.LOSSES, exclude=("feats_t",))
+        if readers:
+            tags = ", ".join(readers)
+            inputs = ", ".join(sorted({i for got in readers.values() for i in got}))
+            raise ConfigError(f"KD.LOSSES {tags} read the teacher's {inputs}, which {cls.__name__} takes only from a "
+                              f"{cls.STUDENT_ARCH} teacher, but KD.TEACHER.CONFIG_FILE {cfg.KD.TEACHER.CONFIG_FILE} is "
+                              f"a {arch}; across detector families only feature losses (feats_t) can be distilled.")
 
     def check_teacher(self, teacher):
         """Refuse a teacher whose parts the configured losses read but the wrapper cannot run; a no-op here."""
