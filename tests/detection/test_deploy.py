@@ -1,5 +1,6 @@
 """Deploying a student: export_student.py --format torchscript | onnx gives the model's own detections (onnxruntime
-on the CPU) at sizes other than the traced one, for Faster R-CNN, Mask R-CNN and MobileNetV2 students; bad input."""
+on the CPU) at sizes other than the traced one, for Faster R-CNN, Mask R-CNN, RetinaNet, FCOS and MobileNetV2
+students; bad input."""
 import os
 import subprocess
 import sys
@@ -74,10 +75,16 @@ def run_onnx(path, image):
     return dict(zip(names, sess.run(None, {"image": image.numpy()})))
 
 
+# Dense students at random init score every anchor near their prior 0.01: thresholds just above it vary the counts.
+DENSE = {"configs/shapes/retinanet_R_18_FPN_shapes.yaml": ["MODEL.RETINANET.SCORE_THRESH_TEST", "0.015",
+                                                           "TEST.DETECTIONS_PER_IMAGE", "1000"],
+         "configs/shapes/fcos_R_18_FPN_shapes.yaml": ["MODEL.FCOS.SCORE_THRESH_TEST", "0.0103"]}
+
+
 @pytest.mark.parametrize("base", ["configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml",
-                                  "configs/shapes/mask_rcnn_R_18_FPN_shapes.yaml"])
+                                  "configs/shapes/mask_rcnn_R_18_FPN_shapes.yaml", *DENSE])
 def test_onnx_and_torchscript_give_the_models_detections_at_two_sizes(base, tmp_path):
-    cfg_file, weights, model = save_student(tmp_path, base)
+    cfg_file, weights, model = save_student(tmp_path, base, DENSE.get(base, ()))
     refs = [reference(model, x) for x in images()]
     assert len(refs[0]["scores"]) != len(refs[1]["scores"])  # the counts differ: a frozen trace would fail
     onnx = export_student(cfg_file, weights, str(tmp_path / "onnx"), fmt="onnx")
