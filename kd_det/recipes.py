@@ -34,13 +34,15 @@ IGNORED_PREFIXES = ("KD.LABEL.", "KD.TEACHER.", "DATASETS.", "DATA.NAME", "DATA.
                     "SOLVER.CHECKPOINT_PERIOD")
 # Model configs shared with Detectron2's model zoo: their differences are recorded through the
 # pair Base files that use them.
-NOT_ROWS = ("configs/Base-RCNN-FPN.yaml", "configs/COCO-Detection/faster_rcnn_*.yaml",
+NOT_ROWS = ("configs/Base-RCNN-FPN.yaml", "configs/Base-RetinaNet.yaml", "configs/COCO-Detection/faster_rcnn_*.yaml",
+            "configs/COCO-Detection/retinanet_*.yaml",
             "configs/COCO-InstanceSegmentation/mask_rcnn_*.yaml")
 # Sections of docs/recipes.md: (folder prefix, title), in this order.
 GROUPS = [
     ("configs/COCO-Detection/distill/R101-R18/", "COCO detection: R-101 -> R-18"),
     ("configs/COCO-Detection/distill/R101-R50/", "COCO detection: R-101 -> R-50"),
     ("configs/COCO-Detection/distill/R50-MV2/", "COCO detection: R-50 -> MobileNetV2"),
+    ("configs/COCO-Detection/distill/RT101-RT50/", "COCO detection (RetinaNet): R-101 -> R-50"),
     ("configs/COCO-InstanceSegmentation/distill/R101-R18/", "COCO instance segmentation (Mask R-CNN): R-101 -> R-18"),
     ("configs/COCO-InstanceSegmentation/distill/R101-R50/", "COCO instance segmentation (Mask R-CNN): R-101 -> R-50"),
     ("configs/COCO-InstanceSegmentation/distill/R50-MV2/",
