@@ -79,3 +79,18 @@ def test_mv2_fpn_trains_every_backbone_stage():
     bottom_up = build_model(cfg).backbone.bottom_up
     frozen = [n for n, p in bottom_up.named_parameters() if not p.requires_grad]
     assert not frozen and any(True for _ in bottom_up.parameters())
+
+
+def test_retinanet_pair_follows_reviewkd():
+    """RT101 -> RT50 as dvlab-research/ReviewKD Detection/configs/ReviewKD-RT50-RT101.yaml: R-50 RetinaNet student,
+    R-101 RetinaNet teacher, Detectron2's Base-RetinaNet anchors, IoU thresholds [0.4, 0.5], lr 0.005, levels p3-p7."""
+    cfg = load_config(os.path.join(REPO, "configs/COCO-Detection/distill/RT101-RT50/reviewkd.yaml"))
+    teacher = load_config(os.path.join(REPO, cfg.KD.TEACHER.CONFIG_FILE))
+    sizes = [[x, x * 2 ** (1.0 / 3), x * 2 ** (2.0 / 3)] for x in [32, 64, 128, 256, 512]]  # Base-RetinaNet.yaml's eval
+    for c, depth in ((cfg, 50), (teacher, 101)):
+        assert c.MODEL.RESNETS.DEPTH == depth and [list(s) for s in c.MODEL.ANCHOR_GENERATOR.SIZES] == sizes
+        assert list(c.MODEL.RETINANET.IOU_THRESHOLDS) == [0.4, 0.5] and list(c.MODEL.RETINANET.IOU_LABELS) == [0, -1, 1]
+    assert cfg.MODEL.META_ARCHITECTURE == "DistillRetinaNet" and teacher.MODEL.META_ARCHITECTURE == "RetinaNet"
+    assert cfg.SOLVER.BASE_LR == 0.005 and tuple(cfg.SOLVER.STEPS) == (120000, 160000)
+    assert list(cfg.KD.FEATURE_LEVELS) == ["p3", "p4", "p5", "p6", "p7"]
+    assert [(s["name"], s["weight"]) for s in cfg.KD.LOSSES] == [("reviewkd", 1.0)]

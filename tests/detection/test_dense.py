@@ -304,3 +304,34 @@ def test_export_student_loads_in_stock_detectron2(dense_teachers, family, tmp_pa
     assert len(ref) > 0
     torch.testing.assert_close(got["boxes"], ref.pred_boxes.tensor, rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(got["scores"], ref.scores, rtol=1e-4, atol=1e-5)
+
+
+SHAPES_RETINANET_METHODS = ["retinanet_reviewkd", "retinanet_pkd", "retinanet_cwd", "retinanet_mgd", "retinanet_fgd"]
+
+
+@pytest.fixture(scope="module")
+def rt_teacher_same_width(tmp_path_factory, teacher_writer):
+    """A small RetinaNet R-18 teacher with the small student's FPN width (PKD and CWD have no adapter)."""
+    return teacher_writer(tmp_path_factory.mktemp("rt_teacher_32"), f"{REPO}/configs/shapes/retinanet_R_18_FPN_shapes.yaml",
+                          "  FPN: {OUT_CHANNELS: 32}\n  RETINANET: {NUM_CONVS: 1}\n")
+
+
+@pytest.mark.parametrize("name", SHAPES_RETINANET_METHODS)
+def test_shapes_retinanet_method_configs_step(rt_teacher_same_width, name):
+    """Each shapes RetinaNet feature-distillation config, its own KD.LOSSES and levels, builds a DistillRetinaNet and
+    trains one step (small widths, random teacher): its loss is finite and reaches the student."""
+    path = os.path.join(REPO, f"configs/shapes/distill/dense/{name}.yaml")
+    own = load_config(path)
+    cfg = load_config(path, ["KD.TEACHER.CONFIG_FILE", rt_teacher_same_width[0],
+                             "KD.TEACHER.WEIGHTS", rt_teacher_same_width[1], *SMALL["retinanet"]])
+    assert [s["name"] for s in cfg.KD.LOSSES] == [name.split("_", 1)[1]] and cfg.KD.LOSSES == own.KD.LOSSES
+    assert set(cfg.KD.FEATURE_LEVELS) <= set(LEVELS)
+    model = build_model(cfg).train()
+    assert type(model).__name__ == "DistillRetinaNet"
+    with EventStorage(0):
+        out = model(batch())
+    tag = cfg.KD.LOSSES[0]["tag"]
+    assert set(out) == OWN_LOSSES["retinanet"] | {f"loss_{tag}"}
+    assert all(torch.isfinite(v) for v in out.values()) and out[f"loss_{tag}"] > 0
+    out[f"loss_{tag}"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
