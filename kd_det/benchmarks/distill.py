@@ -4,8 +4,9 @@ Measured side by side in one process, same weights, same batch (medians of ``--s
 
 * (a) a plain student training step (GeneralizedRCNN forward + backward; no optimizer update);
 * (b) a teacher inference forward (eval mode, ``torch.no_grad``: backbone, RPN, box head on its
-  proposals, post-processing);
-* (c) a DistillRCNN training step for each method;
+  proposals, post-processing; a dense teacher: backbone, head, post-processing);
+* (c) a distillation training step for each method (DistillRCNN; DistillRetinaNet / DistillFCOS with
+  ``--pair`` a dense pair's folder);
 * with ``--amp``, also (c) under autocast (``--amp-dtype``, bfloat16 by default: with ``--raw-init``
   a float16 R-101 teacher overflows to Inf, which trained weights do not), as a row "<method> amp"
   with its speed-up over float32;
@@ -313,6 +314,9 @@ def _teacher_outputs(teacher, inputs):
 
     def count(module, args, out):  # returns None: the output is left as it is
         seen["proposals"] = [len(p) for p in out[0]]
+    if getattr(teacher, "proposal_generator", None) is None:  # a dense teacher: no proposals
+        with torch.no_grad():
+            return {"proposals": None, "detections": [len(o["instances"]) for o in teacher(inputs)]}
     handle = teacher.proposal_generator.register_forward_hook(count)
     try:
         with torch.no_grad():
@@ -336,7 +340,11 @@ def main(argv):
     p = argparse.ArgumentParser(prog="benchmark.py distill", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default="dkd,ckd,dcd,reviewkd,ckd_reviewkd,dkd_reviewkd",
-                   help=f"config names under {PAIR_DIR}")
+                   help="config names under --pair")
+    p.add_argument("--pair", default=PAIR_DIR,
+                   help=f"folder of a pair's configs: student.yaml + one per method (default {PAIR_DIR}; e.g. "
+                        "configs/COCO-Detection/distill/RT101-RT50 for RetinaNet); the teacher is the methods' "
+                        "KD.TEACHER.CONFIG_FILE")
     p.add_argument("--images", type=int, default=2)
     p.add_argument("--size", default="512x640", help="HxW of the batch images")
     p.add_argument("--steps", type=int, default=5)
@@ -370,9 +378,11 @@ def main(argv):
     base = ["MODEL.DEVICE", dev, "MODEL.WEIGHTS", ""]
     clock = PhaseClock(dev)
     with tempfile.TemporaryDirectory() as tmp:
-        teacher_cfg = load_config(os.path.join(REPO, "configs/COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"), base)
+        pair, methods = os.path.join(REPO, a.pair), a.methods.split(",")
+        teacher_file = load_config(os.path.join(pair, f"{methods[0]}.yaml")).KD.TEACHER.CONFIG_FILE
+        teacher_cfg = load_config(os.path.join(REPO, teacher_file), base)
         teacher_model = build_model(teacher_cfg).eval()
-        student = build_model(load_config(os.path.join(REPO, PAIR_DIR, "student.yaml"), base + a.opts)).train()
+        student = build_model(load_config(os.path.join(pair, "student.yaml"), base + a.opts)).train()
         if not a.raw_init:
             calibrate_frozen_norms(teacher_model, batch)
             calibrate_frozen_norms(student, batch)
@@ -384,10 +394,10 @@ def main(argv):
             precision = a.teacher_precision or "float32"
             mode_opts = ["KD.TEACHER.PRECISION", precision, "KD.TEACHER.CHANNELS_LAST", str(a.teacher_channels_last)]
             mode = f"teacher {precision}" + (" channels_last" if a.teacher_channels_last else "")
-        methods, models = a.methods.split(","), {}
+        models = {}
         for m in methods:
             for label, extra in [(m, [])] + ([(f"{m} {mode}", mode_opts)] if mode else []):
-                models[label] = build_model(load_config(os.path.join(REPO, PAIR_DIR, f"{m}.yaml"), base + a.opts + [
+                models[label] = build_model(load_config(os.path.join(pair, f"{m}.yaml"), base + a.opts + [
                     "KD.TEACHER.WEIGHTS", teacher_w] + extra)).train()
         inputs = [{"image": x["image"]} for x in batch]
 
@@ -456,7 +466,7 @@ def main(argv):
           f"teacher {fmt(inputs_t)}")
     print(f"weights: random, {'raw initialisation' if a.raw_init else 'frozen BN calibrated on the batch'}; "
           f"(b) teacher proposals per image {teacher_out['proposals']}, detections {teacher_out['detections']}")
-    if not teacher_out["proposals"] or not any(teacher_out["proposals"]):
+    if teacher_out["proposals"] is not None and not any(teacher_out["proposals"]):  # None: a dense teacher
         print("WARNING: the teacher keeps no proposal: (b) skips its box head, unlike a trained teacher.",
               file=sys.stderr)
     if not same_inputs:

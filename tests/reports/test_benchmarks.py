@@ -134,3 +134,16 @@ def test_benchmark_modules_register_what_they_build():
             "print('DistillRCNN' in R)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "True"
+
+
+def test_distill_benchmark_times_a_retinanet_pair(tmp_path):
+    """--pair with the RetinaNet R-101 -> R-50 folder: the dense teacher (no proposals) and a feature loss."""
+    from kd_det.benchmarks import distill as distill_bench
+
+    out = tmp_path / "distill.json"
+    assert distill_bench.main(["--pair", "configs/COCO-Detection/distill/RT101-RT50", "--methods", "pkd", "--images",
+                               "1", "--size", "96x128", "--steps", "1", "--threads", "1", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    (row,) = res["methods"]
+    assert row["method"] == "pkd" and row["phases"]["losses_fwd_s"] > 0 and row["phases"]["teacher_fwd_s"] > 0
+    assert res["weights"]["proposals"] is None and row["ratio"] > 0
