@@ -24,7 +24,10 @@ def test_project_keys_have_defaults():
 def test_every_detection_config_loads(path):
     cfg = load_config(path)
     assert cfg.MODEL.BACKBONE.NAME.endswith("fpn_backbone")
-    assert list(cfg.MODEL.RPN.IN_FEATURES) == ["p2", "p3", "p4", "p5", "p6"]  # from Base-RCNN-FPN.yaml
+    if "RetinaNet" in cfg.MODEL.META_ARCHITECTURE:  # RetinaNet / DistillRetinaNet: Base-RetinaNet.yaml
+        assert list(cfg.MODEL.RETINANET.IN_FEATURES) == ["p3", "p4", "p5", "p6", "p7"]
+    else:
+        assert list(cfg.MODEL.RPN.IN_FEATURES) == ["p2", "p3", "p4", "p5", "p6"]  # from Base-RCNN-FPN.yaml
 
 
 def test_base_inheritance_and_overrides():
