@@ -20,7 +20,8 @@ import torch
 
 from .errors import UserError
 
-__all__ = ["RestrictedUnpickler", "UnsafeFileError", "load_pickle", "load_torch", "read_detectron2_weights"]
+__all__ = ["RestrictedUnpickler", "UnsafeFileError", "load_pickle", "load_torch", "read_detectron2_weights",
+           "state_dict_mismatch"]
 
 #: (module, name) pairs a weights pickle may name: containers and numpy array reconstruction.
 ALLOWED_GLOBALS = frozenset({
@@ -120,3 +121,12 @@ def read_detectron2_weights(path, what="Weights file"):
         return {"model": {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")},
                 "__author__": "pycls", "matching_heuristics": True}
     return data if "model" in data else {"model": data}
+
+
+def state_dict_mismatch(own, loaded):
+    """What keeps ``loaded`` from loading strictly into a model whose state dict is ``own``: the lists
+    (missing, unexpected, of another shape) of keys, each in its dict's order; all empty when it fits."""
+    missing = [k for k in own if k not in loaded]
+    unexpected = [k for k in loaded if k not in own]
+    reshaped = [k for k in own if k in loaded and loaded[k].shape != own[k].shape]
+    return missing, unexpected, reshaped

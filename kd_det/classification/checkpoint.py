@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..safe_load import load_torch
+from ..safe_load import load_torch, state_dict_mismatch
 from ..weights_catalog import missing_weights_error
 
 __all__ = ["extract_state_dict", "load_weights", "LAST", "FINAL", "BEST"]
@@ -44,10 +44,7 @@ def load_weights(model: nn.Module, path: str, what: str = "MODEL.WEIGHTS") -> No
     if not os.path.isfile(path):
         raise missing_weights_error(what, path)  # names the fetch or train command where kd_det knows it
     sd = extract_state_dict(load_torch(path, f"{what} file"), path)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    bad = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+    missing, unexpected, bad = (sorted(keys) for keys in state_dict_mismatch(model.state_dict(), sd))
     if missing or unexpected or bad:
         raise UserError(
             f"{what} file {path} does not fit {type(model).__name__}: {len(missing)} missing "

@@ -174,6 +174,10 @@ class DistillLoss(nn.Module):
         (each loss's ``used_inputs()``); a task computes these and nothing else."""
         return {self.input_maps[k][arg] for k, loss in self.losses.items() for arg in loss.used_inputs()}
 
+    def readers(self, key: str) -> list[str]:
+        """Tags of the terms that read the provided key ``key`` (after ``inputs`` remaps), e.g. ``"logits_t"``."""
+        return [k for k, loss in self.losses.items() if any(self.input_maps[k][a] == key for a in loss.used_inputs())]
+
     def forward(self, step: int | None = None, **tensors) -> dict[str, Tensor]:
         """Provided tensors by key -> {"loss_<tag>": weight * value} (x 0 before the term's ``start_iter``, x the
         warm-up ramp during ``warmup``).

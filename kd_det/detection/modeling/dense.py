@@ -113,8 +113,7 @@ class DenseDistillDetector(DistillDetector):
         student's: other classes, anchors per location or head levels (one sentence naming the key)."""
         if "head" not in self.teacher_parts:
             return
-        readers = ", ".join(k for k, loss in self.distill.losses.items()
-                            if any(self.distill.input_maps[k][a] == "anchor_logits_t" for a in loss.used_inputs()))
+        readers = ", ".join(self.distill.readers("anchor_logits_t"))
         where = f"The teacher ({(self.teacher_identity or {}).get('config_file', 'given')})"
         key = NUM_CLASSES_KEYS[self.STUDENT_ARCH]
         differ = [(key, teacher.num_classes, self.num_classes)] if teacher.num_classes != self.num_classes else []

@@ -129,8 +129,7 @@ class DistillRCNN(DistillDetector, GeneralizedRCNN):
                   "num_classes": rh.num_classes + 1}
         built = cls.build_distillation(cfg, student["backbone"], shapes)
         distill, teacher = built["distill"], built["teacher"]
-        readers = [k for k, loss in distill.losses.items()  # the terms that read the teacher's class logits
-                   if any(distill.input_maps[k][a] == "logits_t" for a in loss.used_inputs())]
+        readers = distill.readers("logits_t")  # the terms that read the teacher's class logits
         k_t = teacher.roi_heads.num_classes if hasattr(teacher, "roi_heads") else None  # None: another family, no readers
         columns = teacher_logit_columns(cfg.KD.TEACHER.CLASS_MAP, rh.num_classes, k_t, readers,
                                         cfg.KD.TEACHER.CONFIG_FILE)
