@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..config.detection import load_config
+from ..config.detection import load_config, num_classes
 from ..core import atomic_write_text
 from ..errors import ConfigError, UserError
 from ..weights_catalog import require_weights
@@ -151,9 +151,7 @@ def predict(config_file, weights, inputs, out_dir, opts=()):
     cfg.defrost()
     cfg.MODEL.WEIGHTS = ""
     predictor = Predictor(cfg, weights)
-    model = predictor.model
-    num_classes = model.roi_heads.num_classes if hasattr(model, "roi_heads") else model.num_classes
-    names, ids = class_metadata(cfg, num_classes)
+    names, ids = class_metadata(cfg, num_classes(cfg)[1])  # the family's class-count key
     metadata = Metadata(thing_classes=names)
     os.makedirs(out_dir, exist_ok=True)
     detections, used = [], set()

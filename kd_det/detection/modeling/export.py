@@ -18,12 +18,15 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from detectron2.layers.mask_ops import _do_paste_mask
+from detectron2.modeling import GeneralizedRCNN
+from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_image
 from torch import nn
 
 from ...core import atomic_save, atomic_write_text
 from ...config.detection import load_config
 from ...errors import ConfigError
-from ...safe_load import load_torch
+from ...safe_load import load_torch, state_dict_mismatch
 from .wrapper import DISTILL_PREFIX, student_config
 
 __all__ = ["export_student", "load_student", "DeployModel", "EXPORT_FORMATS", "OUTPUT_NAMES", "GRAPH_FILES", "require_exporter"]
@@ -92,9 +95,6 @@ class DeployModel(nn.Module):
 
     def forward(self, image):
         """image (3, H, W) float32 -> boxes (N, 4), scores (N,), classes (N,) int64[, masks (N, H, W) uint8]."""
-        from detectron2.layers.mask_ops import _do_paste_mask
-        from detectron2.modeling import GeneralizedRCNN
-
         height, width = image.shape[-2:]
         if isinstance(self.model, GeneralizedRCNN):
             # detector_postprocess at scale 1 (boxes are clipped already), with masks pasted over the whole image:
@@ -114,8 +114,6 @@ class DeployModel(nn.Module):
     def _rcnn(self, image):
         """``GeneralizedRCNN.inference`` for one image (Detectron2 0.6 semantics: softmax scores, class-specific
         deltas, ``fast_rcnn_inference_single_image``, class-specific sigmoid masks) -> Instances at input scale."""
-        from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_image
-
         m = self.model
         images = m.preprocess_image([{"image": image}])
         features = m.backbone(images.tensor)
@@ -152,9 +150,7 @@ def load_student(cfg, weights):
         raise ConfigError(f"Checkpoint {weights} holds no model state dict.")
     student = {k: v for k, v in state.items() if not k.startswith(DISTILL_PREFIX)}
     model = build_model(cfg).eval()
-    own = model.state_dict()
-    bad = {"missing": [k for k in own if k not in student], "unexpected": [k for k in student if k not in own],
-           "of another shape": [k for k in own if k in student and student[k].shape != own[k].shape]}
+    bad = dict(zip(("missing", "unexpected", "of another shape"), state_dict_mismatch(model.state_dict(), student)))
     if any(bad.values()):
         detail = "; ".join(f"{len(v)} {what} (e.g. {v[0]})" for what, v in bad.items() if v)
         raise ConfigError(f"--weights {weights} does not fit the config's student ({cfg.MODEL.META_ARCHITECTURE}, "
@@ -173,10 +169,10 @@ def _example_image(cfg):
 def trace(model, fmt, path, example):
     """Trace ``DeployModel(model)`` on ``example`` and write it to ``path`` as ``fmt`` (torchscript | onnx)."""
     deploy = DeployModel(model).eval()
+    masks = bool(getattr(getattr(model, "roi_heads", None), "mask_on", False))  # Mask R-CNN adds the masks output
+    names = list(OUTPUT_NAMES[:4 if masks else 3])
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings on Detectron2's Python-int shape checks: all static asserts
-        n = len(deploy(example))
-        names = list(OUTPUT_NAMES[:n])
         tmp = f"{path}.tmp{os.getpid()}"
         try:
             if fmt == "torchscript":
