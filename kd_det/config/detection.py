@@ -64,6 +64,9 @@ def add_detector_distill_config(cfg):
     cfg.KD.NORM = ""
     # FPN levels handed to feature losses (ReviewKD, FitNet, FGFI, MSD), finest first; both sides need them.
     cfg.KD.FEATURE_LEVELS = ["p2", "p3", "p4", "p5", "p6"]
+    # CrossKD (dense students): the student's head features after this many convs of each branch enter the teacher's
+    # head (the authors' reused_teacher_head_idx: 3 in their RetinaNet configs, 2 in FCOS); read only by crosskd.
+    cfg.KD.CROSS_HEAD_LAYER = 3
     return cfg
 
 

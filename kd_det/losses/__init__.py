@@ -35,6 +35,7 @@ from .cwd import CWDLoss  # noqa: E402
 from .mgd import MGDLoss  # noqa: E402
 from .fgd import FGDLoss, fgd_masks  # noqa: E402
 from .sigmoid_kd import SigmoidKDLoss, sigmoid_kd_loss  # noqa: E402
+from .crosskd import CrossKDLoss, align_scale, crosskd_loss  # noqa: E402
 from .combine import DistillLoss, check_inputs  # noqa: E402
 from .vocabulary import INPUTS, TEACHER_INPUTS  # noqa: E402
 
@@ -45,4 +46,5 @@ __all__ = [
     "fgfi_mask", "fgfi_masks",
     "KDLoss", "DKDLoss", "CKDLoss", "DCDLoss", "FitNetLoss", "FGFILoss", "ReviewKDLoss", "MSDLoss", "CRDLoss",
     "PKDLoss", "CWDLoss", "MGDLoss", "FGDLoss", "fgd_masks", "SigmoidKDLoss", "sigmoid_kd_loss",
+    "CrossKDLoss", "crosskd_loss", "align_scale",
 ]

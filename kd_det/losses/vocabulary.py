@@ -43,6 +43,14 @@ INPUTS: dict[str, str] = {
     "anchor_logits_t": "(A, K) teacher sigmoid class logits on the same anchors",
     "anchor_labels": "(A,) int64 class of each anchor from the student's own matching, K = background, "
                      "-1 = ignored (RetinaNet's IoU band; FCOS ignores none)",
+    "anchor_boxes_t": "(A, 4) xyxy boxes the teacher's box branch predicts at the same anchors (decoded with the "
+                      "teacher's box transform), same order as anchor_logits_t",
+    # CrossKD: the teacher's head layers from KD.CROSS_HEAD_LAYER on, run on the student's head features of that layer
+    "cross_logits_s": "(A, K) CrossKD cross-head class logits: the student's class-branch features after "
+                      "KD.CROSS_HEAD_LAYER convs, scale-aligned to the teacher's, through the frozen teacher's "
+                      "remaining class branch (gradients reach the student); order as anchor_logits_s",
+    "cross_boxes_s": "(A, 4) xyxy boxes of the same cross-head pass through the teacher's box branch, decoded at "
+                     "the anchors as anchor_boxes_t",
 }
 
 #: Inputs computed by (or from) the teacher: they never need gradients.

@@ -189,7 +189,7 @@ def test_dense_logit_losses_need_the_students_classes_anchors_and_levels(dense_t
     loose = ["KD.TEACHER.MIN_MATCHED_FRACTION", "0.0"]  # the head's shapes differ: let the weights load partly
     five = _variant(tmp_path, dense_teachers["retinanet"], "  RETINANET: {NUM_CLASSES: 5}\n")
     _error(r"^The teacher \(.*variant\.yaml\) has MODEL\.RETINANET\.NUM_CLASSES 5 but the student has 3, and "
-           r"KD\.LOSSES sigmoid_kd read the teacher's anchor logits \(anchor_logits_t\), which pair teacher and "
+           r"KD\.LOSSES sigmoid_kd read the teacher's head outputs \(anchor_logits_t\), which pair teacher and "
            r"student anchors one to one; use a teacher with the student's classes, anchors and levels, or distill "
            r"features only\.$", "retinanet", five, ["sigmoid_kd"], loose)
     build_model(dense_cfg("retinanet", five, ["fitnet"], loose))  # features only: fine
