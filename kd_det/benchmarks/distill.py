@@ -119,12 +119,20 @@ class PhaseClock:
             return ev
         return time.perf_counter(), time.process_time()
 
+    #: phase -> the phase it is not counted inside (the teacher's modules that CrossKD's cross-head pass runs are
+    #: that pass's time, not the teacher's forward)
+    SHADOWED = {"teacher": "cross"}
+
     def _enter(self, phase):
+        if self.depth[self.SHADOWED.get(phase, "")]:
+            return
         if self.depth[phase] == 0:
             self.start[phase] = self._now()
         self.depth[phase] += 1
 
     def _exit(self, phase):
+        if self.depth[self.SHADOWED.get(phase, "")]:
+            return
         self.depth[phase] -= 1
         if self.depth[phase] == 0:
             self.spans[phase].append((self.start.pop(phase), self._now()))
@@ -133,6 +141,13 @@ class PhaseClock:
         for m in modules:
             self.handles.append(m.register_forward_pre_hook(lambda mod, args, p=phase: self._enter(p)))
             self.handles.append(m.register_forward_hook(lambda mod, args, out, p=phase: self._exit(p)))
+
+    def timed(self, name, fn):
+        """``fn`` wrapped to count as phase ``name`` (for a step that is a method, not a module)."""
+        def run(*args, **kwargs):
+            with self.phase(name):
+                return fn(*args, **kwargs)
+        return run
 
     @contextmanager
     def phase(self, name):
@@ -168,9 +183,12 @@ def teacher_parts(teacher):
 def breakdown(phases):
     """Raw {forward, backward, teacher, losses} seconds of one step -> the reported phases."""
     fwd = phases.get("forward", 0.0)
-    teacher, losses = phases.get("teacher", 0.0), phases.get("losses", 0.0)
-    return {"student_fwd_s": max(fwd - teacher - losses, 0.0), "teacher_fwd_s": teacher,
-            "losses_fwd_s": losses, "backward_s": phases.get("backward", 0.0)}
+    teacher, losses, cross = phases.get("teacher", 0.0), phases.get("losses", 0.0), phases.get("cross", 0.0)
+    out = {"student_fwd_s": max(fwd - teacher - losses - cross, 0.0), "teacher_fwd_s": teacher,
+           "losses_fwd_s": losses, "backward_s": phases.get("backward", 0.0)}
+    if "cross" in phases:  # CrossKD: the teacher's head layers run on the student's features (with gradients)
+        out["cross_fwd_s"] = cross
+    return out
 
 
 def _round_robin(fns, steps, device, clock=None):
@@ -345,6 +363,9 @@ def main(argv):
                    help=f"folder of a pair's configs: student.yaml + one per method (default {PAIR_DIR}; e.g. "
                         "configs/COCO-Detection/distill/RT101-RT50 for RetinaNet); the teacher is the methods' "
                         "KD.TEACHER.CONFIG_FILE")
+    p.add_argument("--student", default=None,
+                   help="the student config of (a) (default: <pair>/student.yaml), e.g. configs/shapes/fcos_R_18_FPN_shapes.yaml "
+                        "with --pair configs/shapes/distill/dense")
     p.add_argument("--images", type=int, default=2)
     p.add_argument("--size", default="512x640", help="HxW of the batch images")
     p.add_argument("--steps", type=int, default=5)
@@ -382,7 +403,8 @@ def main(argv):
         teacher_file = load_config(os.path.join(pair, f"{methods[0]}.yaml")).KD.TEACHER.CONFIG_FILE
         teacher_cfg = load_config(os.path.join(REPO, teacher_file), base)
         teacher_model = build_model(teacher_cfg).eval()
-        student = build_model(load_config(os.path.join(pair, "student.yaml"), base + a.opts)).train()
+        student_file = os.path.join(REPO, a.student) if a.student else os.path.join(pair, "student.yaml")
+        student = build_model(load_config(student_file, base + a.opts)).train()
         if not a.raw_init:
             calibrate_frozen_norms(teacher_model, batch)
             calibrate_frozen_norms(student, batch)
@@ -415,6 +437,8 @@ def main(argv):
             model.load_state_dict(student.state_dict(), strict=False)
             clock.attach("teacher", teacher_parts(model.teacher))
             clock.attach("losses", [model.distill])
+            if getattr(model, "teacher_parts", ()) and "cross_head" in model.teacher_parts:
+                model._cross_head = clock.timed("cross", model._cross_head)  # CrossKD's pass, on its own
             fns[name] = _train_step(model, batch, clock=clock)
             if a.amp:
                 fns[f"{name} amp"] = _train_step(model, batch, dev.split(":")[0], getattr(torch, a.amp_dtype),
@@ -489,10 +513,11 @@ def main(argv):
                   + (mb(res["peak"][f"(b) {mode}"]) if wall else ""))
         for r in fig["methods"]:
             up = f"{r['amp_speedup']:14.2f}" if r["amp_speedup"] else ""
+            cross = f"  (+ cross-head pass {r['phases']['cross_fwd_s']:.3f})" if "cross_fwd_s" in r["phases"] else ""
             print(f"{r['method']:<{w}}{r['c_s']:9.3f}{r['ratio']:9.3f}{_phase_cells(r['phases'])}"
-                  + (f"{mb(res['peak'][r['method']])}{up}" if wall else ""))
-    print("\nphases: student fwd = forward minus teacher and losses (preprocessing, backbone, RPN, RoI sampling "
-          "and head, detection losses); backward = loss.backward() (no optimizer update).")
+                  + (f"{mb(res['peak'][r['method']])}{up}" if wall else "") + cross)
+    print("\nphases: student fwd = forward minus teacher, losses and CrossKD's cross-head pass (preprocessing, backbone, "
+          "RPN, RoI sampling and head, detection losses); backward = loss.backward() (no optimizer update).")
     if not cuda:
         print(f"CPU: per-phase peaks are not separable (RSS only grows); process peak RSS {_peak_mb(dev):.0f} MB "
               "with every model of this run loaded at once.")

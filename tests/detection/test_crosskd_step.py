@@ -110,3 +110,22 @@ def test_crosskd_refusals_name_the_key(twin_teachers, tmp_path, teacher_writer, 
     with pytest.raises(ConfigError, match=r"KD.LOSSES: crosskd needs cross_logits_s, anchor_logits_t, cross_boxes_s, "
                                           r"anchor_boxes_t, anchor_labels, which detection does not provide"):
         build_model(distill_cfg(teacher_files, ["crosskd"]))
+
+
+@pytest.mark.parametrize("family", ["retinanet", "fcos"])
+def test_shapes_crosskd_configs_step(twin_teachers, family):
+    """The shapes CrossKD configs (the authors' values per family) build and train one step, small (FPN 32, 2 convs
+    per branch, so the config's layer is capped at 2 here); the term is finite and reaches the student."""
+    path = os.path.join(REPO, f"configs/shapes/distill/dense/{family}_crosskd.yaml")
+    own = load_config(path)
+    assert [s["name"] for s in own.KD.LOSSES] == ["crosskd"] and own.KD.CROSS_HEAD_LAYER == {"retinanet": 3, "fcos": 2}[family]
+    cfg = load_config(path, ["KD.TEACHER.CONFIG_FILE", twin_teachers[family][0], "KD.TEACHER.WEIGHTS",
+                             twin_teachers[family][1], "MODEL.FPN.OUT_CHANNELS", "32", f"MODEL.{CONVS[family]}.NUM_CONVS",
+                             "2", "KD.CROSS_HEAD_LAYER", str(min(own.KD.CROSS_HEAD_LAYER, 2))])
+    assert cfg.KD.LOSSES == own.KD.LOSSES
+    model = build_model(cfg).train()
+    with EventStorage(0):
+        out = model(batch())
+    assert torch.isfinite(out["loss_crosskd"]) and out["loss_crosskd"] > 0
+    out["loss_crosskd"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.head.parameters())

@@ -306,32 +306,35 @@ def test_export_student_loads_in_stock_detectron2(dense_teachers, family, tmp_pa
     torch.testing.assert_close(got["scores"], ref.scores, rtol=1e-4, atol=1e-5)
 
 
-SHAPES_RETINANET_METHODS = ["retinanet_reviewkd", "retinanet_pkd", "retinanet_cwd", "retinanet_mgd", "retinanet_fgd"]
+SHAPES_DENSE_METHODS = [f"{family}_{m}" for family in ("retinanet", "fcos")
+                        for m in ("reviewkd", "pkd", "cwd", "mgd", "fgd")]
 
 
 @pytest.fixture(scope="module")
-def rt_teacher_same_width(tmp_path_factory, teacher_writer):
-    """A small RetinaNet R-18 teacher with the small student's FPN width (PKD and CWD have no adapter)."""
-    return teacher_writer(tmp_path_factory.mktemp("rt_teacher_32"), f"{REPO}/configs/shapes/retinanet_R_18_FPN_shapes.yaml",
-                          "  FPN: {OUT_CHANNELS: 32}\n  RETINANET: {NUM_CONVS: 1}\n")
+def teachers_same_width(tmp_path_factory, teacher_writer):
+    """Small RetinaNet / FCOS R-18 teachers with the small student's FPN width (PKD and CWD have no adapter)."""
+    return {f: teacher_writer(tmp_path_factory.mktemp(f"{f}_teacher_32"), f"{REPO}/configs/shapes/{f}_R_18_FPN_shapes.yaml",
+                              f"  FPN: {{OUT_CHANNELS: 32}}\n  {'RETINANET' if f == 'retinanet' else 'FCOS'}: {{NUM_CONVS: 1}}\n")
+            for f in ("retinanet", "fcos")}
 
 
-@pytest.mark.parametrize("name", SHAPES_RETINANET_METHODS)
-def test_shapes_retinanet_method_configs_step(rt_teacher_same_width, name):
-    """Each shapes RetinaNet feature-distillation config, its own KD.LOSSES and levels, builds a DistillRetinaNet and
+@pytest.mark.parametrize("name", SHAPES_DENSE_METHODS)
+def test_shapes_dense_method_configs_step(teachers_same_width, name):
+    """Each shapes RetinaNet / FCOS feature-distillation config, its own KD.LOSSES and levels, builds its wrapper and
     trains one step (small widths, random teacher): its loss is finite and reaches the student."""
+    family = name.split("_", 1)[0]
     path = os.path.join(REPO, f"configs/shapes/distill/dense/{name}.yaml")
     own = load_config(path)
-    cfg = load_config(path, ["KD.TEACHER.CONFIG_FILE", rt_teacher_same_width[0],
-                             "KD.TEACHER.WEIGHTS", rt_teacher_same_width[1], *SMALL["retinanet"]])
+    cfg = load_config(path, ["KD.TEACHER.CONFIG_FILE", teachers_same_width[family][0],
+                             "KD.TEACHER.WEIGHTS", teachers_same_width[family][1], *SMALL[family]])
     assert [s["name"] for s in cfg.KD.LOSSES] == [name.split("_", 1)[1]] and cfg.KD.LOSSES == own.KD.LOSSES
     assert set(cfg.KD.FEATURE_LEVELS) <= set(LEVELS)
     model = build_model(cfg).train()
-    assert type(model).__name__ == "DistillRetinaNet"
+    assert type(model).__name__ == f"Distill{STUDENT_ARCH[family]}"
     with EventStorage(0):
         out = model(batch())
     tag = cfg.KD.LOSSES[0]["tag"]
-    assert set(out) == OWN_LOSSES["retinanet"] | {f"loss_{tag}"}
+    assert set(out) == OWN_LOSSES[family] | {f"loss_{tag}"}
     assert all(torch.isfinite(v) for v in out.values()) and out[f"loss_{tag}"] > 0
     out[f"loss_{tag}"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
