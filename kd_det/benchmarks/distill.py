@@ -66,13 +66,13 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from ..detection import modeling  # noqa: F401  (registers DistillRCNN and the MobileNetV2-FPN backbone)
-from ..config.detection import load_config
+from ..config.detection import load_config, num_classes
 
 REPO = kd_det.REPO_ROOT
 PAIR_DIR = "configs/COCO-Detection/distill/R101-R18"
 
 
-def _batch(n, h, w, device, seed=0):
+def _batch(n, h, w, device, classes=80, seed=0):
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
@@ -80,7 +80,7 @@ def _batch(n, h, w, device, seed=0):
         xy = torch.rand(8, 2, generator=g) * torch.tensor([w * 0.7, h * 0.7])
         wh = 20 + torch.rand(8, 2, generator=g) * torch.tensor([w * 0.3, h * 0.3])
         inst.gt_boxes = Boxes(torch.cat([xy, xy + wh], 1))
-        inst.gt_classes = torch.randint(0, 80, (8,), generator=g)
+        inst.gt_classes = torch.randint(0, classes, (8,), generator=g)
         out.append({"image": torch.randint(0, 255, (3, h, w), generator=g).float(), "instances": inst.to(device)})
     return out
 
@@ -395,16 +395,17 @@ def main(argv):
     h, w = (int(v) for v in a.size.split("x"))
     dev = a.device
     load_before = machine_load()
-    batch = _batch(a.images, h, w, dev)
     base = ["MODEL.DEVICE", dev, "MODEL.WEIGHTS", ""]
+    pair, methods = os.path.join(REPO, a.pair), a.methods.split(",")
+    student_file = os.path.join(REPO, a.student) if a.student else os.path.join(pair, "student.yaml")
+    student_cfg = load_config(student_file, base + a.opts)
+    batch = _batch(a.images, h, w, dev, classes=num_classes(student_cfg)[1])
     clock = PhaseClock(dev)
     with tempfile.TemporaryDirectory() as tmp:
-        pair, methods = os.path.join(REPO, a.pair), a.methods.split(",")
         teacher_file = load_config(os.path.join(pair, f"{methods[0]}.yaml")).KD.TEACHER.CONFIG_FILE
         teacher_cfg = load_config(os.path.join(REPO, teacher_file), base)
         teacher_model = build_model(teacher_cfg).eval()
-        student_file = os.path.join(REPO, a.student) if a.student else os.path.join(pair, "student.yaml")
-        student = build_model(load_config(student_file, base + a.opts)).train()
+        student = build_model(student_cfg).train()
         if not a.raw_init:
             calibrate_frozen_norms(teacher_model, batch)
             calibrate_frozen_norms(student, batch)
@@ -476,8 +477,8 @@ def main(argv):
                "torch": torch.__version__, "loadavg_before": load_before["loadavg"],
                "loadavg_after": load_after["loadavg"], "overloaded": peak_load > cores}
 
-    print(f"device: {dev} ({torch.get_num_threads()} threads), {a.images} images {h}x{w}, R-101-FPN teacher -> "
-          f"R-18-FPN student, median of {a.steps} steps" + (f", amp = {a.amp_dtype} autocast" if a.amp else ""))
+    print(f"device: {dev} ({torch.get_num_threads()} threads), {a.images} images {h}x{w}, teacher {teacher_file} -> "
+          f"student {os.path.relpath(student_file, REPO)}, median of {a.steps} steps" + (f", amp = {a.amp_dtype} autocast" if a.amp else ""))
     print(f"machine: {machine['cores']} cores ({cores} usable), torch {torch.__version__}, "
           f"{machine['torch_threads']} torch threads; load average (1/5/15 min) before "
           f"{'/'.join(map(str, machine['loadavg_before']))}, after {'/'.join(map(str, machine['loadavg_after']))}")

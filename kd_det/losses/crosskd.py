@@ -54,12 +54,15 @@ def align_scale(feat_s: Tensor, feat_t: Tensor, eps: float = 1e-6) -> Tensor:
         feat_t: (N, C, H, W) teacher head features of the same level and layer.
 
     Returns:
-        (N, C, H, W) in ``feat_s``'s dtype.
+        (N, C, H, W) in ``feat_s``'s dtype; with a single value per channel (N*H*W = 1), where the unbiased std is
+        undefined, the teacher's map (graph-connected, zero gradient).
     """
     if feat_s.shape != feat_t.shape:
         raise ValueError(f"crosskd: student head features {tuple(feat_s.shape)} and teacher head features "
                          f"{tuple(feat_t.shape)} differ; CrossKD needs heads of the same width on the same levels.")
     s = feat_s.transpose(0, 1).flatten(1)                                                     # (C, N*H*W)
+    if s.shape[1] < 2:  # one value per channel (a 1x1 level of one image): no spread to align (the authors' std is
+        return feat_s * 0 + feat_t.to(feat_s.dtype)  # NaN here); the teacher's value, connected, zero gradient
     t = feat_t.transpose(0, 1).flatten(1).to(s.dtype)
     s = (s - s.mean(dim=1, keepdim=True)) / (s.std(dim=1, keepdim=True) + eps)
     s = s * t.std(dim=1, keepdim=True) + t.mean(dim=1, keepdim=True)

@@ -69,3 +69,13 @@ def test_bad_boxes_and_misaligned_heads():
                       case["anchor_boxes_t"], case["anchor_labels"])
     with pytest.raises(ValueError, match="CrossKD needs heads of the same width"):
         align_scale(torch.zeros(2, 4, 3, 3), torch.zeros(2, 8, 3, 3))
+
+
+def test_align_scale_of_a_single_value_per_channel_is_finite():
+    """A 1x1 level of one image (P7 of a small image): no spread to align; the teacher's map, zero gradient."""
+    s = torch.randn(1, 4, 1, 1, requires_grad=True)
+    t = torch.randn(1, 4, 1, 1)
+    out = align_scale(s, t)
+    torch.testing.assert_close(out, t)
+    out.sum().backward()
+    assert torch.equal(s.grad, torch.zeros_like(s))

@@ -147,3 +147,36 @@ def test_distill_benchmark_times_a_retinanet_pair(tmp_path):
     (row,) = res["methods"]
     assert row["method"] == "pkd" and row["phases"]["losses_fwd_s"] > 0 and row["phases"]["teacher_fwd_s"] > 0
     assert res["weights"]["proposals"] is None and row["ratio"] > 0
+
+
+def test_phase_clock_counts_teacher_modules_inside_the_cross_pass_as_cross():
+    import torch
+
+    from kd_det.benchmarks.distill import PhaseClock, breakdown
+
+    head = torch.nn.Linear(3, 3)
+    clock = PhaseClock("cpu")
+    clock.attach("teacher", [head])
+    cross = clock.timed("cross", lambda x: head(x))
+    with clock.phase("forward"):
+        head(torch.randn(2, 3))                      # the teacher's own forward
+        cross(torch.randn(2, 3))                     # CrossKD: the teacher's layer on the student's features
+    assert len(clock.spans["teacher"]) == 1 and len(clock.spans["cross"]) == 1
+    wall, _ = clock.take()
+    ph = breakdown(wall)
+    assert ph["cross_fwd_s"] == wall["cross"]
+    assert ph["student_fwd_s"] == pytest.approx(max(wall["forward"] - wall["teacher"] - wall["cross"], 0.0))
+    clock.remove()
+
+
+def test_distill_benchmark_student_option_and_crosskd_phase(tmp_path):
+    """--pair of the shapes dense folder with --student: FCOS + CrossKD, its cross-head pass a phase of its own; the
+    batch's classes follow the student's class count (3)."""
+    from kd_det.benchmarks import distill as distill_bench
+
+    out = tmp_path / "distill.json"
+    assert distill_bench.main(["--pair", "configs/shapes/distill/dense", "--student", "configs/shapes/fcos_R_18_FPN_shapes.yaml",
+                               "--methods", "fcos_crosskd", "--images", "1", "--size", "96x128", "--steps", "1",
+                               "--threads", "1", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["methods"]
+    assert row["method"] == "fcos_crosskd" and row["phases"]["cross_fwd_s"] > 0 and row["phases"]["teacher_fwd_s"] > 0
