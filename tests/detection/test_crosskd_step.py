@@ -2,6 +2,8 @@
 KD.CROSS_HEAD_LAYER on, on the student's features, with gradients; the teacher computes only what the loss reads;
 a student equal to its teacher gives cross-head predictions equal to the teacher's (loss 0); the student's own
 losses are the stock ones; the refusals (head widths / depths, the layer key, Faster R-CNN) name their key."""
+import json
+import math
 import os
 
 import pytest
@@ -129,3 +131,25 @@ def test_shapes_crosskd_configs_step(twin_teachers, family):
     assert torch.isfinite(out["loss_crosskd"]) and out["loss_crosskd"] > 0
     out["loss_crosskd"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.head.parameters())
+
+
+@pytest.mark.slow
+def test_retinanet_crosskd_trains_through_train_net_and_is_reported(tiny_shapes, tmp_path, run_tool, twin_teachers):
+    """tools/train_net.py on the shapes RetinaNet CrossKD config (small head, 2 iterations) logs loss_crosskd and box AP;
+    tools/report.py shows the run as a CrossKD row of the R34 -> R18 RetinaNet pair."""
+    out, report = str(tmp_path / "run"), str(tmp_path / "report")
+    teacher = twin_teachers["retinanet"]
+    r = run_tool("train_net.py", [
+        "--config-file", "configs/shapes/distill/dense/retinanet_crosskd.yaml", "SOLVER.MAX_ITER", "2",
+        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()", "OUTPUT_DIR", out,
+        "KD.TEACHER.CONFIG_FILE", teacher[0], "KD.TEACHER.WEIGHTS", teacher[1], "KD.CROSS_HEAD_LAYER", "2",
+        "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.RETINANET.NUM_CONVS", "2"], tiny_shapes)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with open(os.path.join(out, "metrics.json")) as f:
+        rows = [json.loads(line) for line in f]
+    assert all(math.isfinite(x["loss_crosskd"]) for x in rows if "total_loss" in x)
+    r = run_tool("report.py", [out, "--out", report, "--no-plots"], tiny_shapes)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with open(os.path.join(report, "report.csv")) as f:
+        text = f.read()
+    assert "CrossKD" in text and "R18-RetinaNet" in text
