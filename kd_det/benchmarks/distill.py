@@ -62,7 +62,7 @@ import torch
 import kd_det
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from ..detection import modeling  # noqa: F401  (registers DistillRCNN and the MobileNetV2-FPN backbone)
@@ -72,7 +72,7 @@ REPO = kd_det.REPO_ROOT
 PAIR_DIR = "configs/COCO-Detection/distill/R101-R18"
 
 
-def _batch(n, h, w, device, classes=80, seed=0):
+def _batch(n, h, w, device, classes=80, masks=False, seed=0):
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
@@ -81,6 +81,10 @@ def _batch(n, h, w, device, classes=80, seed=0):
         wh = 20 + torch.rand(8, 2, generator=g) * torch.tensor([w * 0.3, h * 0.3])
         inst.gt_boxes = Boxes(torch.cat([xy, xy + wh], 1))
         inst.gt_classes = torch.randint(0, classes, (8,), generator=g)
+        if masks:  # a Mask R-CNN student: each box filled as its instance mask
+            ys, xs = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
+            b = inst.gt_boxes.tensor[:, :, None, None]
+            inst.gt_masks = BitMasks((xs >= b[:, 0]) & (xs < b[:, 2]) & (ys >= b[:, 1]) & (ys < b[:, 3]))
         out.append({"image": torch.randint(0, 255, (3, h, w), generator=g).float(), "instances": inst.to(device)})
     return out
 
@@ -399,7 +403,7 @@ def main(argv):
     pair, methods = os.path.join(REPO, a.pair), a.methods.split(",")
     student_file = os.path.join(REPO, a.student) if a.student else os.path.join(pair, "student.yaml")
     student_cfg = load_config(student_file, base + a.opts)
-    batch = _batch(a.images, h, w, dev, classes=num_classes(student_cfg)[1])
+    batch = _batch(a.images, h, w, dev, classes=num_classes(student_cfg)[1], masks=student_cfg.MODEL.MASK_ON)
     clock = PhaseClock(dev)
     with tempfile.TemporaryDirectory() as tmp:
         teacher_file = load_config(os.path.join(pair, f"{methods[0]}.yaml")).KD.TEACHER.CONFIG_FILE

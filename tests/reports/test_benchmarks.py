@@ -180,3 +180,15 @@ def test_distill_benchmark_student_option_and_crosskd_phase(tmp_path):
                                "--threads", "1", "--json", str(out)]) == 0
     (row,) = json.loads(out.read_text())["methods"]
     assert row["method"] == "fcos_crosskd" and row["phases"]["cross_fwd_s"] > 0 and row["phases"]["teacher_fwd_s"] > 0
+
+
+def test_distill_benchmark_times_a_mask_rcnn_pair(tmp_path):
+    """A Mask R-CNN student: the batch carries instance masks (each box filled), so loss_mask runs in (a) and (c)."""
+    from kd_det.benchmarks import distill as distill_bench
+
+    out = tmp_path / "distill.json"
+    assert distill_bench.main(["--pair", "configs/shapes/distill/mask", "--student", "configs/shapes/mask_rcnn_R_18_FPN_shapes.yaml",
+                               "--methods", "reviewkd", "--images", "1", "--size", "96x128", "--steps", "1",
+                               "--threads", "1", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["methods"]
+    assert row["method"] == "reviewkd" and row["phases"]["losses_fwd_s"] > 0
