@@ -152,3 +152,18 @@ def test_retinanet_crosskd_trains_through_train_net_and_is_reported(tiny_shapes,
     with open(os.path.join(report, "report.csv")) as f:
         text = f.read()
     assert "CrossKD" in text and "R18-RetinaNet" in text
+
+
+def test_cross_logits_alone_run_no_teacher_box_branch(twin_teachers):
+    """A loss reading only the cross-head class logits (sigmoid KD remapped onto them) runs the teacher's class branch
+    and cross pass, never its box branch."""
+    cfg = crosskd_cfg("retinanet", twin_teachers["retinanet"], layer=1)
+    cfg.defrost()
+    cfg.KD.LOSSES = [{"name": "sigmoid_kd", "weight": 1.0, "params": {}, "inputs": {"anchor_logits_s": "cross_logits_s"},
+                      "tag": "cross_sigmoid_kd", "start_iter": 0}]
+    model = build_model(cfg).train()
+    assert model.teacher_parts == ("backbone", "cls_head", "cross_head")
+    box_calls = count_calls(model.teacher.head.bbox_pred)
+    with EventStorage(0):
+        out = model(batch())
+    assert not box_calls and torch.isfinite(out["loss_cross_sigmoid_kd"])

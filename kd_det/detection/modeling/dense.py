@@ -224,7 +224,7 @@ class DenseDistillDetector(DistillDetector):
 
         tensors = {"feats_s": self.levels(features), **self._teacher_forward(batched_inputs)}
         if holds is not None:
-            tensors.update(self._cross_head(holds, tensors.pop("holds_t"), tensors.pop("anchors_t")))
+            tensors.update(self._cross_head(holds, tensors.pop("holds_t"), tensors.pop("anchors_t", None)))
         if "anchor_logits_s" in self.needs:
             tensors["anchor_logits_s"] = torch.cat(logits, dim=1).flatten(0, 1)
         if "anchor_labels" in self.needs:
