@@ -179,9 +179,10 @@ class PhaseClock:
 
 
 def teacher_parts(teacher):
-    """The teacher's modules down to depth 2 (backbone, RPN, box pooler / head / predictor, ...):
-    DistillRCNN calls them one by one, never ``teacher.forward``."""
-    return [m for name, m in teacher.named_modules() if name and name.count(".") <= 1]
+    """The teacher's modules down to depth 3 (backbone, RPN, box pooler / head / predictor, and the layers of a dense
+    head's branches, which the dense wrappers run one by one): the wrappers call them, never ``teacher.forward``;
+    nested calls count once."""
+    return [m for name, m in teacher.named_modules() if name and name.count(".") <= 2]
 
 
 def breakdown(phases):

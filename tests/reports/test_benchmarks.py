@@ -192,3 +192,16 @@ def test_distill_benchmark_times_a_mask_rcnn_pair(tmp_path):
                                "--threads", "1", "--json", str(out)]) == 0
     (row,) = json.loads(out.read_text())["methods"]
     assert row["method"] == "reviewkd" and row["phases"]["losses_fwd_s"] > 0
+
+
+def test_teacher_parts_reach_a_dense_heads_layers():
+    """The dense wrappers run the teacher head's branch layers one by one: the teacher phase must hook them."""
+    import kd_det  # noqa: F401
+    from detectron2.modeling import build_model
+
+    from kd_det.benchmarks.distill import teacher_parts
+    from kd_det.config.detection import load_config
+
+    model = build_model(load_config("configs/shapes/fcos_R_18_FPN_shapes.yaml", ["MODEL.FCOS.NUM_CONVS", "1"]))
+    hooked = {id(m) for m in teacher_parts(model)}
+    assert {id(model.head.cls_subnet[0]), id(model.head.bbox_subnet[0]), id(model.backbone)} <= hooked
