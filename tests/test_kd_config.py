@@ -44,7 +44,7 @@ def test_specs_are_normalised():
     ([{"weight": 1.0}], r"^KD\.LOSSES entry 0 is \{'weight': 1\.0\}; each entry must be a mapping with 'name'"),
     ([{"name": "dkd", "wieght": 1.0}], r"^KD\.LOSSES: dkd: unknown spec key 'wieght'; a spec takes name, weight, "
                                        r"params, inputs, tag, start_iter\.$"),
-    ([{"name": "dkdd"}], r"^KD\.LOSSES: Unknown loss 'dkdd'; known losses: ckd, crd, cwd, dcd, dkd"),
+    ([{"name": "dkdd"}], r"^KD\.LOSSES: Unknown loss 'dkdd'; known losses: ckd, crd, (\w+, )*dkd, "),
     ([{"name": "kd", "weight": -1}], r"^KD\.LOSSES: kd: spec key 'weight' must be a finite number >= 0, got -1\.$"),
     ([{"name": "kd", "weight": "2"}], r"^KD\.LOSSES: kd: spec key 'weight' must be a finite number >= 0, got '2'\.$"),
     ([{"name": "kd", "weight": float("nan")}], r"spec key 'weight' must be a finite number >= 0, got nan\.$"),

@@ -236,7 +236,7 @@ def test_bad_teacher_inputs(teacher_files, tmp_path):
 
 
 def test_bad_loss_inputs(teacher_files):
-    _error(teacher_files, r"Unknown loss 'nope'; known losses: ckd, crd, cwd, dcd", losses=["nope"])
+    _error(teacher_files, r"Unknown loss 'nope'; known losses: (\w+, )*dcd, ", losses=["nope"])
     _error(teacher_files, r"KD\.FEATURE_LEVELS names \['p7'\]", losses=["reviewkd"],
            extra=["KD.FEATURE_LEVELS", "['p5', 'p7']"])
     _error(teacher_files, r"KD\.LOSS_WEIGHTS belongs to the old detection form of KD\.LOSSES, removed in kd_det 0\.2",
