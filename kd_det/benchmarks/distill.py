@@ -28,7 +28,9 @@ Weights are random (Detectron2's initialisation), with the frozen BatchNorm stat
 student then set from this batch (each ``FrozenBatchNorm2d`` normalises its input, as trained weights
 do): with the raw initialisation the R-101 teacher's activations grow to ~1e7, its RPN keeps no
 proposal, and (b) would skip the box head and the post-processing that a trained teacher runs on
-1,000 proposals per image. ``--raw-init`` keeps the raw initialisation. The teacher's proposals and
+1,000 proposals per image. ``--raw-init`` keeps the raw initialisation. ``--teacher-weights`` loads a
+trained teacher instead (a small teacher whose random weights keep only a few proposals on the batch,
+such as the shapes one, otherwise understates (b) and the RoI losses' work). The teacher's proposals and
 detections per image in (b) are printed and saved.
 
 Phase breakdown (medians over the same steps): forward hooks that only this benchmark installs
@@ -359,6 +361,14 @@ def _phase_cells(ph):
                    for k in ("student_fwd_s", "teacher_fwd_s", "losses_fwd_s", "backward_s"))
 
 
+def init_text(a):
+    """How the benchmark's weights were set, for its printout."""
+    student = "raw initialisation" if a.raw_init else "frozen BN calibrated on the batch"
+    if a.teacher_weights:
+        return f"teacher {a.teacher_weights}, student random ({student})"
+    return f"random, {student}"
+
+
 def main(argv):
     p = argparse.ArgumentParser(prog="benchmark.py distill", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -378,6 +388,10 @@ def main(argv):
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--raw-init", action="store_true",
                    help="keep Detectron2's raw random initialisation (no frozen-BN calibration; see above)")
+    p.add_argument("--teacher-weights", metavar="PTH",
+                   help="a trained teacher checkpoint (e.g. output/demo/teacher/model_final.pth) in place of random "
+                        "weights: its proposals and detections, hence (b) and the RoI losses' work, are a trained "
+                        "teacher's (the student stays random, as at the start of training)")
     p.add_argument("--amp", action="store_true", help="also time each method under autocast")
     p.add_argument("--amp-dtype", default="bfloat16", choices=["bfloat16", "float16"])
     p.add_argument("--teacher-precision", choices=["float32", "bfloat16", "float16"],
@@ -395,6 +409,8 @@ def main(argv):
                    help="config overrides for the student of (a) and of every method (KEY VALUE ...), e.g. "
                         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE 64; the teacher keeps its own config")
     a = p.parse_args(argv)
+    if a.teacher_weights and not os.path.isfile(a.teacher_weights):
+        raise SystemExit(f"benchmark.py distill: --teacher-weights {a.teacher_weights}: no such file.")
     if a.threads:
         torch.set_num_threads(a.threads)
     h, w = (int(v) for v in a.size.split("x"))
@@ -411,8 +427,11 @@ def main(argv):
         teacher_cfg = load_config(os.path.join(REPO, teacher_file), base)
         teacher_model = build_model(teacher_cfg).eval()
         student = build_model(student_cfg).train()
+        if a.teacher_weights:
+            DetectionCheckpointer(teacher_model).load(a.teacher_weights)
         if not a.raw_init:
-            calibrate_frozen_norms(teacher_model, batch)
+            if not a.teacher_weights:
+                calibrate_frozen_norms(teacher_model, batch)
             calibrate_frozen_norms(student, batch)
         DetectionCheckpointer(teacher_model, save_dir=tmp).save("teacher")
         del teacher_model
@@ -494,7 +513,7 @@ def main(argv):
     fmt = lambda d: f"{d['format']} mean {d['pixel_mean']} std {d['pixel_std']}"  # noqa: E731
     print(f"inputs: student {fmt(inputs_a)} ((a) and every method{'' if same_inputs else ': NOT the same'}); "
           f"teacher {fmt(inputs_t)}")
-    print(f"weights: random, {'raw initialisation' if a.raw_init else 'frozen BN calibrated on the batch'}; "
+    print(f"weights: {init_text(a)}; "
           f"(b) teacher proposals per image {teacher_out['proposals']}, detections {teacher_out['detections']}")
     if teacher_out["proposals"] is not None and not any(teacher_out["proposals"]):  # None: a dense teacher
         print("WARNING: the teacher keeps no proposal: (b) skips its box head, unlike a trained teacher.",
@@ -534,7 +553,8 @@ def main(argv):
             wall = figures["wall"]
             json.dump({"device": dev, "images": a.images, "size": [h, w], "steps": a.steps, "machine": machine,
                        "inputs": {"student": inputs_a, "teacher": inputs_t, "methods_match_student": same_inputs},
-                       "weights": {"init": "raw" if a.raw_init else "frozen_bn_calibrated", **teacher_out},
+                       "weights": {"init": "raw" if a.raw_init else "frozen_bn_calibrated",
+                                   "teacher": a.teacher_weights or "random", **teacher_out},
                        "a_s": wall["a_s"], "b_s": wall["b_s"], "a_phases": wall["a_phases"],
                        "b_phases": wall["b_phases"], "b_mode": wall.get("b_mode"), "cpu": figures.get("cpu"),
                        "peak_a_mb": res["peak"]["a"], "peak_b_mb": res["peak"]["b"], "methods": rows,

@@ -205,3 +205,41 @@ def test_teacher_parts_reach_a_dense_heads_layers():
     model = build_model(load_config("configs/shapes/fcos_R_18_FPN_shapes.yaml", ["MODEL.FCOS.NUM_CONVS", "1"]))
     hooked = {id(m) for m in teacher_parts(model)}
     assert {id(model.head.cls_subnet[0]), id(model.head.bbox_subnet[0]), id(model.backbone)} <= hooked
+
+
+def test_distill_benchmark_loads_a_trained_teacher(tmp_path, monkeypatch, capsys):
+    """--teacher-weights loads the checkpoint into the teacher (no calibration over it); a missing file is one
+    sentence before anything is built."""
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from kd_det.benchmarks import distill as distill_bench
+
+    teacher_cfg = distill_bench.load_config("configs/shapes/faster_rcnn_R_34_FPN_shapes_teacher.yaml",
+                                            ["MODEL.DEVICE", "cpu"])
+    teacher = distill_bench.build_model(teacher_cfg)
+    with torch.no_grad():
+        teacher.roi_heads.box_predictor.cls_score.bias.fill_(7.0)
+    DetectionCheckpointer(teacher, save_dir=str(tmp_path)).save("trained")
+    pth = str(tmp_path / "trained.pth")
+    loaded = []
+    real_load = DetectionCheckpointer.load
+
+    def spy(self, path, *args, **kwargs):
+        out = real_load(self, path, *args, **kwargs)
+        if path == pth:
+            loaded.append(self.model.roi_heads.box_predictor.cls_score.bias.detach().clone())
+        return out
+    monkeypatch.setattr(DetectionCheckpointer, "load", spy)
+    out = tmp_path / "distill.json"
+    assert distill_bench.main(["--pair", "configs/shapes/distill", "--student",
+                               "configs/shapes/faster_rcnn_R_18_FPN_shapes.yaml", "--methods", "kd", "--images", "1",
+                               "--size", "64x80", "--steps", "1", "--threads", "1", "--teacher-weights", pth,
+                               "--json", str(out)]) == 0
+    (bias,) = loaded
+    assert torch.all(bias == 7.0)
+    res = json.loads(out.read_text())
+    assert res["weights"]["teacher"] == pth and res["methods"][0]["ratio"] > 0
+    assert f"weights: teacher {pth}, student random" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"--teacher-weights .*missing\.pth: no such file\.$"):
+        distill_bench.main(["--teacher-weights", str(tmp_path / "missing.pth")])
