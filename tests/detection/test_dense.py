@@ -307,7 +307,8 @@ def test_export_student_loads_in_stock_detectron2(dense_teachers, family, tmp_pa
 
 
 SHAPES_DENSE_METHODS = [f"{family}_{m}" for family in ("retinanet", "fcos")
-                        for m in ("reviewkd", "pkd", "cwd", "mgd", "fgd")]
+                        for m in ("reviewkd", "pkd", "cwd", "mgd", "fgd")] + [
+                           f"retinanet_{m}" for m in ("fitnet", "fgfi", "msd")]
 
 
 @pytest.fixture(scope="module")
@@ -331,7 +332,7 @@ def test_shapes_dense_method_configs_step(teachers_same_width, name):
     assert set(cfg.KD.FEATURE_LEVELS) <= set(LEVELS)
     model = build_model(cfg).train()
     assert type(model).__name__ == f"Distill{STUDENT_ARCH[family]}"
-    with EventStorage(0):
+    with EventStorage(cfg.KD.LOSSES[0].get("start_iter", 0)):  # FGFI imitates from its start_iter on
         out = model(batch())
     tag = cfg.KD.LOSSES[0]["tag"]
     assert set(out) == OWN_LOSSES[family] | {f"loss_{tag}"}
