@@ -16,7 +16,7 @@ from detectron2.utils.events import EventStorage
 from kd_det.config.detection import load_config
 from kd_det.errors import ConfigError
 from test_dense import DISTILL, LEVELS, OWN_LOSSES, STUDENT_ARCH  # tests/detection is on sys.path
-from test_distill import batch, count_calls, distill_cfg
+from test_distill import batch, count_calls, distill_cfg, step_seeing
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASES = {"retinanet": "configs/shapes/retinanet_R_18_FPN_shapes.yaml", "fcos": "configs/shapes/fcos_R_18_FPN_shapes.yaml"}
@@ -74,12 +74,8 @@ def test_student_equal_to_its_teacher_mimics_exactly(twin_teachers, family):
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected and all(k.startswith("distill.") for k in missing)
     model.backbone.eval()                                      # BatchNorm on running statistics, as the teacher's
-    seen = {}
-    model.distill.losses["crosskd"].register_forward_pre_hook(lambda m, a, kw: seen.update(kw) and None,
-                                                             with_kwargs=True)
     data = batch()
-    with EventStorage(0):
-        out = model(data)
+    out, seen = step_seeing(model, "crosskd", data)
     torch.testing.assert_close(seen["cross_logits_s"], seen["anchor_logits_t"], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(seen["cross_boxes_s"], seen["anchor_boxes_t"], rtol=1e-4, atol=1e-3)
     assert seen["cross_logits_s"].shape[0] == seen["anchor_labels"].shape[0]

@@ -12,7 +12,7 @@ from detectron2.utils.events import EventStorage
 
 from kd_det.config.detection import load_config
 from kd_det.errors import ConfigError
-from test_distill import batch, count_calls, distill_cfg, export_and_run_in_stock  # tests/detection is on sys.path
+from test_distill import batch, count_calls, distill_cfg, export_and_run_in_stock, step_seeing  # tests/detection is on sys.path
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DISTILL = {"retinanet": "configs/shapes/distill/dense/retinanet_sigmoid_kd.yaml",
@@ -90,12 +90,8 @@ def test_handed_tensors_and_own_losses_are_the_stock_ones(dense_teachers, family
 
     cfg = dense_cfg(family, dense_teachers[family], [{"name": "sigmoid_kd", "params": {"anchor_set": "non_ignored"}}])
     model = build_model(cfg).train()
-    seen = {}
-    model.distill.losses["sigmoid_kd"].register_forward_pre_hook(lambda m, a, kw: seen.update(kw) and None,
-                                                                with_kwargs=True)
     data = batch()
-    with EventStorage(0):
-        out = model(data)
+    out, seen = step_seeing(model, "sigmoid_kd", data)
     plain = build_model(student_config(cfg)).train()
     assert type(plain).__name__ == STUDENT_ARCH[family]
     plain.load_state_dict(model.state_dict(), strict=False)

@@ -40,6 +40,18 @@ def batch(n=2):
     return out
 
 
+def step_seeing(model, loss, data=None):
+    """One training step of ``model`` on ``data`` (default :func:`batch`); returns (loss dict, the keyword inputs
+    the distillation loss tagged ``loss`` was called with)."""
+    seen = {}
+    hook = model.distill.losses[loss].register_forward_pre_hook(lambda m, a, kw: seen.update(kw) and None,
+                                                                with_kwargs=True)
+    with EventStorage(0):
+        out = model(batch() if data is None else data)
+    hook.remove()
+    return out, seen
+
+
 def count_calls(module):
     calls = []
     module.register_forward_hook(lambda *a: calls.append(1))
