@@ -101,7 +101,12 @@ def test_gradients_reach_the_student_and_the_learnable_parts_only(name):
     assert all(torch.equal(a, b) for a, b in zip(t, t_before))
     params = dict(loss.named_parameters())
     assert bool(params) == (name in ("mgd", "fgd"))
-    assert [k for k, p in params.items() if p.grad is None or p.grad.abs().sum() == 0] == []
+    # FGD's conv_mask_* feed a softmax over positions, which a constant shift leaves unchanged: their bias's
+    # gradient is zero in exact arithmetic, so rounding alone decides whether it prints 0 or 1e-9 (CI saw 0).
+    shift_free = {k for k in params if k.endswith(("conv_mask_s.bias", "conv_mask_t.bias"))}
+    assert all(params[k].grad is None or params[k].grad.abs().max() < 1e-6 for k in shift_free)
+    assert [k for k, p in params.items()
+            if k not in shift_free and (p.grad is None or p.grad.abs().sum() == 0)] == []
 
 
 def test_mgd_mask_stream_repeats_from_the_seed_and_resumes_from_a_checkpoint():
