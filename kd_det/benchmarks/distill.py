@@ -521,25 +521,25 @@ def main(argv):
     if not same_inputs:
         print("WARNING: a method's student normalises its input unlike (a); c/(a+b) compares unlike things.",
               file=sys.stderr)
-    w = max([28] + [len(r['method']) + 2 for r in rows] + ([len(mode) + 6] if mode else []))
+    col = max([28] + [len(r['method']) + 2 for r in rows] + ([len(mode) + 6] if mode else []))
     mb = (lambda v: f"{v:10.0f}") if cuda else (lambda v: f"{'-':>10}")
     for clock_name, fig in figures.items():
         print(f"\n{'wall time' if clock_name == 'wall' else 'process CPU time (all threads)'}, medians in s")
-        print(f"{'':<{w}}{'step s':>9}{'c/(a+b)':>9}{'student fwd':>12}{'teacher fwd':>12}{'losses fwd':>12}"
+        print(f"{'':<{col}}{'step s':>9}{'c/(a+b)':>9}{'student fwd':>12}{'teacher fwd':>12}{'losses fwd':>12}"
               f"{'backward':>12}" + (f"{'peak MB':>10}{'amp speed-up':>14}" if clock_name == "wall" else ""))
         wall = clock_name == "wall"
-        print(f"{'(a) student train step':<{w}}{fig['a_s']:9.3f}{'':>9}{_phase_cells(fig['a_phases'])}"
+        print(f"{'(a) student train step':<{col}}{fig['a_s']:9.3f}{'':>9}{_phase_cells(fig['a_phases'])}"
               + (mb(res["peak"]["a"]) if wall else ""))
-        print(f"{'(b) teacher inference fwd':<{w}}{fig['b_s']:9.3f}{'':>9}{_phase_cells(fig['b_phases'])}"
+        print(f"{'(b) teacher inference fwd':<{col}}{fig['b_s']:9.3f}{'':>9}{_phase_cells(fig['b_phases'])}"
               + (mb(res["peak"]["b"]) if wall else ""))
         if mode:
             bm = fig["b_mode"]
-            print(f"{'(b) ' + mode:<{w}}{bm['s']:9.3f}{'':>9}  speed-up over (b) {bm['speedup']:.2f}x"
+            print(f"{'(b) ' + mode:<{col}}{bm['s']:9.3f}{'':>9}  speed-up over (b) {bm['speedup']:.2f}x"
                   + (mb(res["peak"][f"(b) {mode}"]) if wall else ""))
         for r in fig["methods"]:
             up = f"{r['amp_speedup']:14.2f}" if r["amp_speedup"] else ""
             cross = f"  (+ cross-head pass {r['phases']['cross_fwd_s']:.3f})" if "cross_fwd_s" in r["phases"] else ""
-            print(f"{r['method']:<{w}}{r['c_s']:9.3f}{r['ratio']:9.3f}{_phase_cells(r['phases'])}"
+            print(f"{r['method']:<{col}}{r['c_s']:9.3f}{r['ratio']:9.3f}{_phase_cells(r['phases'])}"
                   + (f"{mb(res['peak'][r['method']])}{up}" if wall else "") + cross)
     print("\nphases: student fwd = forward minus teacher, losses and CrossKD's cross-head pass (preprocessing, backbone, "
           "RPN, RoI sampling and head, detection losses); backward = loss.backward() (no optimizer update).")

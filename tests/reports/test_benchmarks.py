@@ -85,6 +85,7 @@ def test_distill_benchmark_phases_and_load(tmp_path, capsys):
     assert distill_bench.main(["--methods", "reviewkd", "--images", "1", "--size", "96x128", "--steps", "1",
                                "--threads", "1", "--profile", "3", "--json", str(out)] + small) == 0
     res = json.loads(out.read_text())
+    assert res["size"] == [96, 128] and res["images"] == 1 and res["steps"] == 1  # the batch asked for, as run
     m = res["machine"]
     assert m["cores"] >= 1 and m["usable_cores"] >= 1 and m["torch_threads"] == 1 and m["torch"]
     assert len(m["loadavg_before"]) == 3 and len(m["loadavg_after"]) == 3 and isinstance(m["overloaded"], bool)
